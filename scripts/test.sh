@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's test command (npm test). Extra arguments go to vitest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Test helpers spawn nutcracker by name, and Debian installs it in /usr/sbin.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+bash scripts/ensure-servers.sh
+
+if [ ! -d node_modules ]; then
+  if [ -f package-lock.json ]; then npm ci; else npm install; fi
+fi
+
+npm run build
+npx vitest run "$@"
