@@ -1,0 +1,46 @@
+/**
+ * The change log: what each owner tells the Redis write-behind. After applying
+ * a set, delete or clear, the owner appends (op, key, seq) to its shard's log,
+ * a ring the thread that owns the Redis connection drains. Values are not
+ * copied here: the flusher reads the key's current bytes from the shard when
+ * it flushes, which is what coalesces many writes of one key into one SET.
+ *
+ * It also bounds the work waiting for Redis: the owner appends only while the
+ * cache-wide pending count is under `maxPending` and the ring has room;
+ * otherwise it stops applying writes (the shard stalls), producers' rings fill,
+ * and writers get backpressure.
+ */
+import { C_REDIS_PENDING } from './control.js';
+import { OP_SET, RingProducer, recordBytes } from './write-queue.js';
+
+export class ChangeLog {
+  private readonly ring: RingProducer;
+  private readonly control: Int32Array;
+  private readonly maxPending: number;
+  private reserved = -1;
+
+  constructor(ring: SharedArrayBuffer, control: SharedArrayBuffer, maxPending: number) {
+    this.ring = new RingProducer(ring);
+    this.control = new Int32Array(control);
+    this.maxPending = maxPending;
+  }
+
+  /** Reserves room for one record; false means the owner must wait (backpressure). */
+  tryReserve(keyLength: number): boolean {
+    if (Atomics.load(this.control, C_REDIS_PENDING) >= this.maxPending) return false;
+    this.reserved = this.ring.tryReserve(recordBytes(keyLength, 0));
+    return this.reserved >= 0;
+  }
+
+  /** Appends the reserved record: the key is copied from `src` (a write-queue record). */
+  append(op: number, hash: number, seq: number, src: Uint16Array, keyIndex: number, keyLength: number): void {
+    const at = this.reserved;
+    const ring = this.ring;
+    ring.writeHeader(at, recordBytes(keyLength, 0), op, hash, keyLength, 0, 0);
+    ring.i32[(at + 20) >> 2] = op === OP_SET ? seq : 0;
+    ring.u16.set(src.subarray(keyIndex, keyIndex + keyLength), (at + 32) >> 1);
+    Atomics.add(this.control, C_REDIS_PENDING, 1);
+    ring.publish();
+    this.reserved = -1;
+  }
+}

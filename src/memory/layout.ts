@@ -1,0 +1,125 @@
+/**
+ * The layout of one shard: a single SharedArrayBuffer that every thread maps.
+ *
+ *   byte 0                 HEADER (256 B)   control words (Int32) and counters (Float64)
+ *   HEADER_BYTES           STRIPES          one Int32 seqlock version per stripe
+ *   indexOffset            INDEX            `slots` slots of 4 Int32 words:
+ *                                             [0] hash (0 = empty)  [1] entry byte offset
+ *                                             [2] entry seq          [3] referenced (CLOCK bit)
+ *   arenaOffset            ARENA            a ring of 8-byte aligned entries, FreeCache style:
+ *
+ *      entry:  [0] u32 size  [4] i32 hash (0 = padding)  [8] i32 seq  [12] u32 key length (code units)
+ *              [16] u32 value length  [20] u32 flags  [24] f64 expiresAt (ms, 0 = never)
+ *              [32] key as UTF-16 code units, then the msgpack value bytes, padded to 8
+ *
+ * Only the shard's owner writes the index, the arena and the header. Readers on
+ * any thread read them optimistically under the stripe's seqlock version (see
+ * stripe-lock.ts) and copy the value bytes out before decoding. An entry in the
+ * arena is never written in place once an index slot points at it: a new value
+ * is appended and the slot repointed, so a reader that validated its stripe
+ * version read bytes that were whole.
+ *
+ * `seq` is a per-shard counter stamped on every entry the owner writes; a slot's
+ * seq identifies exactly one write, which is what the per-thread near cache
+ * checks to know its decoded copy is still current.
+ */
+
+export const HEADER_BYTES = 256;
+export const STRIPES = 4096;
+export const STRIPE_MASK = STRIPES - 1;
+export const SLOT_WORDS = 4;
+export const SLOT_BYTES = SLOT_WORDS * 4;
+export const ENTRY_HEADER_BYTES = 32;
+
+// Header Int32 words. Owner-written unless noted.
+export const H_ARENA_HEAD = 0; // arena-relative byte position of the next append
+export const H_ARENA_TAIL = 1; // arena-relative byte position of the oldest entry
+export const H_ARENA_USED = 2; // bytes between tail and head, live, dead and padding
+export const H_SEQ = 3; // last seq handed out
+export const H_ENTRIES = 4; // live slots in the index
+export const H_SLOTS = 5;
+export const H_INDEX_OFFSET = 6;
+export const H_ARENA_OFFSET = 7;
+export const H_ARENA_BYTES = 8;
+export const H_DOORBELL = 9; // producers bump and notify it to wake a sleeping owner
+export const H_SLEEPING = 10; // 1 while the owner waits on the doorbell
+export const H_TTL_ENTRIES = 11; // entries written with a TTL, so the owner knows to sweep
+export const H_SWEEP_CURSOR = 12; // next slot the expiry sweep looks at
+export const H_OWNER_GENERATION = 13; // bumped each time an owner takes the shard over
+export const H_DIRTY = 14; // entries still waiting to be written to Redis
+export const H_STALLED = 15; // 1 while the owner cannot make room because everything left is dirty
+
+// Header Float64 counters (index into a Float64Array over the same buffer).
+export const F_SETS = 16;
+export const F_DELETES = 17;
+export const F_EVICTIONS = 18;
+export const F_EXPIRATIONS = 19;
+
+// Entry fields, as byte offsets from the entry's start.
+export const E_SIZE = 0;
+export const E_HASH = 4;
+export const E_SEQ = 8;
+export const E_KEY_LENGTH = 12;
+export const E_VALUE_LENGTH = 16;
+export const E_FLAGS = 20;
+export const E_EXPIRES = 24;
+export const E_KEY = 32;
+
+/** Entry flag: written locally, not yet acknowledged by Redis; never evicted. */
+export const FLAG_DIRTY = 1;
+
+/** Longest key, in UTF-16 code units. Keys are stored as code units so any string round-trips. */
+export const MAX_KEY_LENGTH = 4096;
+
+/** Smallest budget for one shard; below this the index and arena are too small to be useful. */
+export const MIN_SHARD_BYTES = 256 * 1024;
+
+/**
+ * One index slot per 64 bytes of budget: 25% of the budget for the index. A
+ * typical entry (short key, ~100 B value) takes ~150 B of arena, so the index
+ * stays under half full; tiny entries are bounded by the index instead, which
+ * the owner keeps under MAX_LOAD by evicting.
+ */
+const BYTES_PER_SLOT = 64;
+export const MAX_LOAD = 0.85;
+
+export function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+export function entryBytes(keyLength: number, valueLength: number): number {
+  return align8(ENTRY_HEADER_BYTES + keyLength * 2 + valueLength);
+}
+
+export interface ShardGeometry {
+  readonly totalBytes: number;
+  readonly slots: number;
+  readonly indexOffset: number;
+  readonly arenaOffset: number;
+  readonly arenaBytes: number;
+}
+
+export function shardGeometry(shardBytes: number): ShardGeometry {
+  const totalBytes = Math.floor(shardBytes / 8) * 8;
+  const slots = Math.max(64, Math.floor(totalBytes / BYTES_PER_SLOT));
+  const indexOffset = HEADER_BYTES + STRIPES * 4;
+  const arenaOffset = indexOffset + slots * SLOT_BYTES;
+  const arenaBytes = totalBytes - arenaOffset;
+  return { totalBytes, slots, indexOffset, arenaOffset, arenaBytes };
+}
+
+/** Largest value a shard of this geometry accepts: an entry may use at most a quarter of the arena. */
+export function largestValueFor(geometry: ShardGeometry): number {
+  return Math.floor(geometry.arenaBytes / 4) - ENTRY_HEADER_BYTES - MAX_KEY_LENGTH * 2;
+}
+
+export function createShardBuffer(shardBytes: number): SharedArrayBuffer {
+  const g = shardGeometry(shardBytes);
+  const sab = new SharedArrayBuffer(g.totalBytes);
+  const i32 = new Int32Array(sab);
+  i32[H_SLOTS] = g.slots;
+  i32[H_INDEX_OFFSET] = g.indexOffset;
+  i32[H_ARENA_OFFSET] = g.arenaOffset;
+  i32[H_ARENA_BYTES] = g.arenaBytes;
+  return sab;
+}

@@ -1,0 +1,182 @@
+/**
+ * A thread's read-only view of one shard: lookup and copy-out under the stripe
+ * seqlock. Every thread (owner included) reads through this class; only the
+ * owner's ShardWriter writes.
+ *
+ * Everything read here may be mid-change, so every offset and length taken
+ * from shared memory is bounds-checked before it is used, and nothing read is
+ * trusted until the stripe version is validated. Only validated bytes are
+ * decoded, so a decoder never sees a torn value.
+ */
+import { homeSlot } from '../hash.js';
+import {
+  E_EXPIRES, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, E_SEQ, ENTRY_HEADER_BYTES,
+  H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES,
+  SLOT_WORDS, STRIPE_MASK,
+} from './layout.js';
+import { readBegin, readValid } from './stripe-lock.js';
+
+export const NOT_FOUND = -1;
+
+export class ShardView {
+  readonly sab: SharedArrayBuffer;
+  readonly i32: Int32Array;
+  readonly f64: Float64Array;
+  readonly u16: Uint16Array;
+  readonly u8: Buffer;
+  readonly slots: number;
+  /** Int32 index of slot 0. */
+  readonly slotBase: number;
+  readonly arenaStart: number;
+  readonly arenaEnd: number;
+
+  // Results of the last successful `read`/`locate`, kept in fields so the hot
+  // path allocates nothing.
+  foundSlot = 0;
+  foundSeq = 0;
+  foundExpires = 0;
+  foundLength = 0;
+  /** Entry offset that `probe` matched, already bounds-checked by `keyAt`. */
+  probedOffset = 0;
+
+  constructor(sab: SharedArrayBuffer) {
+    this.sab = sab;
+    this.i32 = new Int32Array(sab);
+    this.f64 = new Float64Array(sab);
+    this.u16 = new Uint16Array(sab);
+    this.u8 = Buffer.from(sab);
+    this.slots = this.i32[H_SLOTS]!;
+    this.slotBase = this.i32[H_INDEX_OFFSET]! >> 2;
+    this.arenaStart = this.i32[H_ARENA_OFFSET]!;
+    this.arenaEnd = this.arenaStart + this.i32[H_ARENA_BYTES]!;
+  }
+
+  get entries(): number {
+    return Atomics.load(this.i32, H_ENTRIES);
+  }
+
+  /**
+   * Finds `key` and copies its value bytes into `scratch.buffer`. Returns the
+   * value length, or NOT_FOUND (absent or expired). Sets found* fields.
+   */
+  read(key: string, hash: number, now: number, scratch: Scratch): number {
+    const i32 = this.i32;
+    const stripe = (HEADER_BYTES >> 2) + (hash & STRIPE_MASK);
+    for (;;) {
+      const version = readBegin(i32, stripe);
+      const slot = this.probe(key, hash);
+      if (slot === NOT_FOUND) {
+        if (readValid(i32, stripe, version)) return NOT_FOUND;
+        continue;
+      }
+      const offset = this.probedOffset;
+      const seq = i32[this.slotBase + slot * SLOT_WORDS + 2]!;
+      const length = i32[(offset + E_VALUE_LENGTH) >> 2]!;
+      const expires = this.f64[(offset + E_EXPIRES) >> 3]!;
+      const start = offset + E_KEY + key.length * 2;
+      if (expires !== 0 && expires <= now) {
+        if (readValid(i32, stripe, version)) return NOT_FOUND;
+        continue;
+      }
+      if (length < 0 || start + length > this.arenaEnd) {
+        if (readValid(i32, stripe, version)) throw new Error('shardcache: corrupt entry length');
+        continue;
+      }
+      const out = scratch.ensure(length);
+      copyBytes(this.u8, start, out, length);
+      if (!readValid(i32, stripe, version)) continue;
+      this.foundSlot = slot;
+      this.foundSeq = seq;
+      this.foundExpires = expires;
+      this.foundLength = length;
+      return length;
+    }
+  }
+
+  /** Like `read` without copying: whether a live entry exists. */
+  has(key: string, hash: number, now: number): boolean {
+    const i32 = this.i32;
+    const stripe = (HEADER_BYTES >> 2) + (hash & STRIPE_MASK);
+    for (;;) {
+      const version = readBegin(i32, stripe);
+      const slot = this.probe(key, hash);
+      const expires = slot === NOT_FOUND ? 0 : this.f64[(this.probedOffset + E_EXPIRES) >> 3]!;
+      if (!readValid(i32, stripe, version)) continue;
+      return slot !== NOT_FOUND && (expires === 0 || expires > now);
+    }
+  }
+
+  /** Whether `slot` still holds the write stamped `seq` (the near cache's check). */
+  holds(slot: number, seq: number): boolean {
+    return Atomics.load(this.i32, this.slotBase + slot * SLOT_WORDS + 2) === seq;
+  }
+
+  /** Marks a slot recently used, for CLOCK eviction. A racy store is fine: it is only a hint. */
+  touch(slot: number): void {
+    this.i32[this.slotBase + slot * SLOT_WORDS + 3] = 1;
+  }
+
+  /**
+   * Linear probe from the key's home slot. Plain loads: callers validate the
+   * stripe version afterwards. Returns the slot index or NOT_FOUND.
+   */
+  probe(key: string, hash: number): number {
+    const i32 = this.i32;
+    const n = this.slots;
+    let i = homeSlot(hash, n);
+    for (let probes = 0; probes < n; probes++) {
+      const w = this.slotBase + i * SLOT_WORDS;
+      const h = i32[w]!;
+      if (h === 0) return NOT_FOUND;
+      if (h === hash) {
+        const offset = i32[w + 1]!;
+        if (this.keyAt(offset, key)) {
+          this.probedOffset = offset;
+          return i;
+        }
+      }
+      if (++i === n) i = 0;
+    }
+    return NOT_FOUND;
+  }
+
+  /** Whether the entry at byte `offset` has exactly `key`. Bounds-checked: offset may be stale. */
+  keyAt(offset: number, key: string): boolean {
+    if (offset < this.arenaStart || offset + ENTRY_HEADER_BYTES > this.arenaEnd || (offset & 7) !== 0) return false;
+    const length = key.length;
+    if (this.i32[(offset + E_KEY_LENGTH) >> 2] !== length) return false;
+    if (offset + E_KEY + length * 2 > this.arenaEnd) return false;
+    const u16 = this.u16;
+    const k = (offset + E_KEY) >> 1;
+    for (let j = 0; j < length; j++) {
+      if (u16[k + j] !== key.charCodeAt(j)) return false;
+    }
+    return true;
+  }
+
+  /** The seq stamped on the entry at `offset` (owner-side helper). */
+  seqAt(offset: number): number {
+    return this.i32[(offset + E_SEQ) >> 2]!;
+  }
+}
+
+/** A per-thread, growable buffer that values are copied into before decoding. */
+export class Scratch {
+  buffer: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+
+  ensure(length: number): Buffer {
+    if (length > this.buffer.length) {
+      this.buffer = Buffer.allocUnsafeSlow(Math.max(length, this.buffer.length * 2));
+    }
+    return this.buffer;
+  }
+}
+
+/** Short values are copied with a loop: cheaper than creating a subarray view. */
+function copyBytes(from: Buffer, start: number, to: Buffer, length: number): void {
+  if (length <= 64) {
+    for (let i = 0; i < length; i++) to[i] = from[start + i]!;
+  } else {
+    to.set(from.subarray(start, start + length));
+  }
+}

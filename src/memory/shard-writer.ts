@@ -1,0 +1,501 @@
+/**
+ * The owner's side of a shard: applies queued writes, evicts, expires.
+ * Only the shard's owner thread ever constructs one. No threads here: the
+ * owner loop (workers/shard-worker.ts) drives it, and unit tests drive it
+ * directly.
+ *
+ * Eviction: the arena is a ring (FreeCache). New entries are appended at head;
+ * when there is no room the entry at tail is examined: padding and dead
+ * entries (no slot points at them) are reclaimed, expired entries removed, and
+ * a live entry gets a second chance (CLOCK) if a reader touched it since it was
+ * last examined, or is kept if it still waits for Redis (dirty): such an entry
+ * is moved to head instead of evicted. Otherwise it is evicted. CLOCK over the
+ * arena approximates LRU; see bench/ for hit ratios on the ARC traces.
+ *
+ * Crash safety: each change is prepared where no reader looks (free arena
+ * space) and published by slot stores under the stripe seqlock, so an owner
+ * that dies mid-change leaves either the old or the new state, plus at worst an
+ * odd stripe or a duplicated slot, which `repairShard` fixes on takeover.
+ */
+import { homeSlot } from '../hash.js';
+import {
+  E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
+  F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
+  H_ARENA_HEAD, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
+  HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes,
+} from './layout.js';
+import { NOT_FOUND, ShardView } from './shard-view.js';
+import { writeBegin, writeEnd } from './stripe-lock.js';
+import { OP_CLEAN, OP_CLEAR, OP_DELETE, OP_SET, RECORD_HEADER_BYTES, type Ring } from './write-queue.js';
+import type { ChangeLog } from './change-log.js';
+
+const STRIPE_BASE = HEADER_BYTES >> 2;
+
+export class ShardWriter extends ShardView {
+  readonly arenaBytes: number;
+  private readonly maxEntries: number;
+  /** Stripes made odd by the current change, made even together at its end. */
+  private touched = new Int32Array(64);
+  private touchedCount = 0;
+  /**
+   * Set when writes must reach Redis: every applied change is logged, and
+   * entries stay dirty (never evicted) until Redis acknowledges them.
+   */
+  changeLog: ChangeLog | undefined;
+  private lastSeq = 0;
+  now: () => number = Date.now;
+
+  constructor(sab: SharedArrayBuffer) {
+    super(sab);
+    this.arenaBytes = this.arenaEnd - this.arenaStart;
+    this.maxEntries = Math.floor(this.slots * MAX_LOAD);
+  }
+
+  /**
+   * Applies the record at `offset` in `ring`. Returns false if it cannot be
+   * applied yet (no room: everything left in the shard waits for Redis); the
+   * caller keeps the record and retries later.
+   */
+  apply(ring: Ring, offset: number): boolean {
+    const op = ring.i32[(offset + 4) >> 2]!;
+    if (op === OP_CLEAN) {
+      this.applyClean(ring, offset);
+      return true;
+    }
+    const log = this.changeLog;
+    const keyLength = op === OP_CLEAR ? 0 : ring.i32[(offset + 12) >> 2]!;
+    if (log !== undefined && !log.tryReserve(keyLength)) return false;
+    switch (op) {
+      case OP_SET:
+        if (!this.applySet(ring, offset)) return false;
+        break;
+      case OP_DELETE: this.applyDelete(ring, offset); break;
+      case OP_CLEAR: this.clear(); break;
+      default: throw new Error(`shardcache: unknown write op ${op}`);
+    }
+    if (log !== undefined) {
+      log.append(op, ring.i32[(offset + 8) >> 2]!, this.lastSeq, ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength);
+    }
+    return true;
+  }
+
+  private applySet(ring: Ring, offset: number): boolean {
+    const ri32 = ring.i32;
+    const hash = ri32[(offset + 8) >> 2]!;
+    const keyLength = ri32[(offset + 12) >> 2]!;
+    const valueLength = ri32[(offset + 16) >> 2]!;
+    const expires = ring.f64[(offset + 24) >> 3]!;
+    const keyIndex = (offset + RECORD_HEADER_BYTES) >> 1;
+    const size = entryBytes(keyLength, valueLength);
+
+    // Make index room first: the entry about to be written is not in the index
+    // yet, and eviction treats unindexed entries as dead.
+    if (this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash) === NOT_FOUND) {
+      while (this.i32[H_ENTRIES]! >= this.maxEntries) {
+        if (!this.evictOne(true)) return false;
+      }
+    }
+    const position = this.reserve(size);
+    if (position < 0) return false;
+
+    const at = this.arenaStart + position;
+    const seq = this.nextSeq();
+    const i32 = this.i32;
+    i32[(at + E_SIZE) >> 2] = size;
+    i32[(at + E_HASH) >> 2] = hash;
+    i32[(at + E_SEQ) >> 2] = seq;
+    i32[(at + E_KEY_LENGTH) >> 2] = keyLength;
+    i32[(at + E_VALUE_LENGTH) >> 2] = valueLength;
+    i32[(at + E_FLAGS) >> 2] = this.changeLog !== undefined ? FLAG_DIRTY : 0;
+    this.f64[(at + E_EXPIRES) >> 3] = expires;
+    this.u16.set(ring.u16.subarray(keyIndex, keyIndex + keyLength), (at + E_KEY) >> 1);
+    const valueStart = offset + RECORD_HEADER_BYTES + keyLength * 2;
+    ring.u8.copy(this.u8, at + E_KEY + keyLength * 2, valueStart, valueStart + valueLength);
+    this.advanceHead(size);
+    if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
+    if (this.changeLog !== undefined) i32[H_DIRTY]!++;
+
+    // Publish. Reserve may have evicted or moved slots, so locate the key now.
+    const slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);
+    if (slot !== NOT_FOUND) {
+      const w = this.slotBase + slot * SLOT_WORDS;
+      this.forgetDirty(i32[w + 1]!);
+      this.begin(hash);
+      i32[w + 1] = at;
+      i32[w + 2] = seq;
+      this.end();
+    } else {
+      let i = homeSlot(hash, this.slots);
+      while (i32[this.slotBase + i * SLOT_WORDS] !== 0) if (++i === this.slots) i = 0;
+      const w = this.slotBase + i * SLOT_WORDS;
+      this.begin(hash);
+      i32[w + 1] = at;
+      i32[w + 2] = seq;
+      i32[w + 3] = 0;
+      i32[w] = hash;
+      this.end();
+      i32[H_ENTRIES]!++;
+    }
+    this.f64[F_SETS]!++;
+    return true;
+  }
+
+  private applyDelete(ring: Ring, offset: number): void {
+    const hash = ring.i32[(offset + 8) >> 2]!;
+    const keyLength = ring.i32[(offset + 12) >> 2]!;
+    const slot = this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength, hash);
+    if (slot === NOT_FOUND) return;
+    this.forgetDirty(this.i32[this.slotBase + slot * SLOT_WORDS + 1]!);
+    this.removeSlot(slot);
+    this.f64[F_DELETES]!++;
+  }
+
+  /** Redis acknowledged the write stamped `seq` (carried in the record's spare word). */
+  private applyClean(ring: Ring, offset: number): void {
+    const hash = ring.i32[(offset + 8) >> 2]!;
+    const keyLength = ring.i32[(offset + 12) >> 2]!;
+    const seq = ring.i32[(offset + 20) >> 2]!;
+    const slot = this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength, hash);
+    if (slot === NOT_FOUND) return;
+    const w = this.slotBase + slot * SLOT_WORDS;
+    if (this.i32[w + 2] !== seq) return;
+    this.forgetDirty(this.i32[w + 1]!);
+  }
+
+  /** Clears an entry's dirty flag (it was flushed, replaced or deleted). */
+  private forgetDirty(at: number): void {
+    const flags = (at + E_FLAGS) >> 2;
+    if ((this.i32[flags]! & FLAG_DIRTY) !== 0) {
+      this.i32[flags]! &= ~FLAG_DIRTY;
+      this.i32[H_DIRTY]!--;
+    }
+  }
+
+  clear(): void {
+    const i32 = this.i32;
+    for (let s = 0; s < STRIPES; s++) writeBegin(i32, STRIPE_BASE + s);
+    i32.fill(0, this.slotBase, this.slotBase + this.slots * SLOT_WORDS);
+    i32[H_ARENA_HEAD] = 0;
+    i32[H_ARENA_TAIL] = 0;
+    i32[H_ARENA_USED] = 0;
+    i32[H_ENTRIES] = 0;
+    i32[H_DIRTY] = 0;
+    for (let s = 0; s < STRIPES; s++) writeEnd(i32, STRIPE_BASE + s);
+  }
+
+  /**
+   * Removes expired entries among the next `budget` slots. Returns how many
+   * were removed. Called by the owner when idle, so expired entries do not
+   * hold memory until eviction reaches them.
+   */
+  sweepExpired(budget: number): number {
+    const i32 = this.i32;
+    if (i32[H_TTL_ENTRIES] === 0 || i32[H_ENTRIES] === 0) return 0;
+    const now = this.now();
+    let i = i32[H_SWEEP_CURSOR]! % this.slots;
+    let removed = 0;
+    for (let n = 0; n < budget; n++) {
+      const w = this.slotBase + i * SLOT_WORDS;
+      if (i32[w] !== 0) {
+        const at = i32[w + 1]!;
+        const expires = this.f64[(at + E_EXPIRES) >> 3]!;
+        if (expires !== 0 && expires <= now && (i32[(at + E_FLAGS) >> 2]! & FLAG_DIRTY) === 0) {
+          this.removeSlot(i);
+          this.f64[F_EXPIRATIONS]!++;
+          removed++;
+          continue; // backward shift may have moved another slot into i
+        }
+      }
+      if (++i === this.slots) i = 0;
+    }
+    i32[H_SWEEP_CURSOR] = i;
+    return removed;
+  }
+
+  private nextSeq(): number {
+    // Skip 0 so that a zeroed slot never matches a near-cache stamp.
+    const seq = (this.i32[H_SEQ]! + 1) | 0 || 1;
+    this.i32[H_SEQ] = seq;
+    this.lastSeq = seq;
+    return seq;
+  }
+
+  private advanceHead(size: number): void {
+    const i32 = this.i32;
+    let head = i32[H_ARENA_HEAD]! + size;
+    if (head === this.arenaBytes) head = 0;
+    i32[H_ARENA_HEAD] = head;
+    i32[H_ARENA_USED]! += size;
+  }
+
+  /**
+   * Finds `size` contiguous free bytes at head, evicting from tail as needed.
+   * Returns the arena-relative position, or -1 if only entries that must be
+   * kept (dirty) are left.
+   */
+  private reserve(size: number): number {
+    const i32 = this.i32;
+    let kept = 0;
+    for (;;) {
+      const used = i32[H_ARENA_USED]!;
+      if (used === 0) {
+        i32[H_ARENA_HEAD] = 0;
+        i32[H_ARENA_TAIL] = 0;
+        return 0;
+      }
+      const head = i32[H_ARENA_HEAD]!;
+      const tail = i32[H_ARENA_TAIL]!;
+      if (head > tail) {
+        const untilEnd = this.arenaBytes - head;
+        if (untilEnd >= size) return head;
+        this.padToEnd();
+        continue;
+      }
+      // head <= tail: the free space is [head, tail), empty when the ring is full.
+      const free = used === this.arenaBytes ? 0 : tail - head;
+      if (free >= size) return head;
+      // After a full pass that kept everything, evict regardless of the CLOCK bit;
+      // after a second, only dirty entries are left and the write must wait.
+      if (kept > 2 * this.arenaBytes) return -1;
+      const keptBytes = this.reclaimTail(kept > this.arenaBytes);
+      kept += keptBytes;
+    }
+  }
+
+  /**
+   * Examines the entry at tail. Reclaims it (returns 0), or keeps it by moving
+   * it to head (returns its size).
+   */
+  private reclaimTail(ignoreClock: boolean): number {
+    const i32 = this.i32;
+    const tail = i32[H_ARENA_TAIL]!;
+    const at = this.arenaStart + tail;
+    const size = i32[(at + E_SIZE) >> 2]!;
+    const hash = i32[(at + E_HASH) >> 2]!;
+    const slot = hash === 0 ? NOT_FOUND : this.slotPointingAt(hash, at);
+    if (slot !== NOT_FOUND) {
+      const w = this.slotBase + slot * SLOT_WORDS;
+      const expires = this.f64[(at + E_EXPIRES) >> 3]!;
+      const dirty = (i32[(at + E_FLAGS) >> 2]! & FLAG_DIRTY) !== 0;
+      if (dirty || (!ignoreClock && i32[w + 3] === 1 && !(expires !== 0 && expires <= this.now()))) {
+        this.moveTailToHead(slot, at, size, hash);
+        return size;
+      }
+      this.removeSlot(slot);
+      if (expires !== 0 && expires <= this.now()) this.f64[F_EXPIRATIONS]!++;
+      else this.f64[F_EVICTIONS]!++;
+    }
+    this.advanceTail(size);
+    return 0;
+  }
+
+  /** Evicts one live entry for index room. Returns false if nothing could be evicted. */
+  private evictOne(ignoreClock: boolean): boolean {
+    const entries = this.i32[H_ENTRIES]!;
+    let budget = 2 * this.arenaBytes;
+    while (this.i32[H_ENTRIES] === entries) {
+      if (this.i32[H_ARENA_USED] === 0 || budget <= 0) return false;
+      budget -= this.reclaimTail(ignoreClock || budget < this.arenaBytes) || 1;
+    }
+    return true;
+  }
+
+  /** Fills [head, end) with padding and continues from 0: entries never straddle the end. */
+  private padToEnd(): void {
+    const i32 = this.i32;
+    const head = i32[H_ARENA_HEAD]!;
+    const untilEnd = this.arenaBytes - head;
+    const at = this.arenaStart + head;
+    i32[(at + E_SIZE) >> 2] = untilEnd;
+    i32[(at + E_HASH) >> 2] = 0;
+    i32[H_ARENA_HEAD] = 0;
+    i32[H_ARENA_USED]! += untilEnd;
+  }
+
+  private advanceTail(size: number): void {
+    const i32 = this.i32;
+    let tail = i32[H_ARENA_TAIL]! + size;
+    if (tail === this.arenaBytes) tail = 0;
+    i32[H_ARENA_TAIL] = tail;
+    i32[H_ARENA_USED]! -= size;
+  }
+
+  /**
+   * Keeps the tail entry by moving it to head. With head <= tail the move stays
+   * inside [head, tail + size), so it never straddles the arena's end; with
+   * head > tail (only under index pressure) it fits before the end or head
+   * wraps first. Readers of that key see its stripe odd during the move.
+   */
+  private moveTailToHead(slot: number, at: number, size: number, hash: number): void {
+    const i32 = this.i32;
+    if (i32[H_ARENA_HEAD]! > i32[H_ARENA_TAIL]! && this.arenaBytes - i32[H_ARENA_HEAD]! < size) this.padToEnd();
+    const head = i32[H_ARENA_HEAD]!;
+    const to = this.arenaStart + head;
+    const w = this.slotBase + slot * SLOT_WORDS;
+    this.begin(hash);
+    if (to !== at) this.u8.copyWithin(to, at, at + size);
+    i32[w + 1] = to;
+    i32[w + 3] = 0;
+    this.end();
+    let tail = i32[H_ARENA_TAIL]! + size;
+    if (tail === this.arenaBytes) tail = 0;
+    i32[H_ARENA_TAIL] = tail;
+    let newHead = head + size;
+    if (newHead === this.arenaBytes) newHead = 0;
+    i32[H_ARENA_HEAD] = newHead;
+  }
+
+  /** The slot whose entry offset is `at`, or NOT_FOUND if the entry is dead. */
+  private slotPointingAt(hash: number, at: number): number {
+    const i32 = this.i32;
+    const n = this.slots;
+    let i = homeSlot(hash, n);
+    for (let probes = 0; probes < n; probes++) {
+      const w = this.slotBase + i * SLOT_WORDS;
+      const h = i32[w];
+      if (h === 0) return NOT_FOUND;
+      if (h === hash && i32[w + 1] === at) return i;
+      if (++i === n) i = 0;
+    }
+    return NOT_FOUND;
+  }
+
+  /** Probe for a key given as code units in another buffer (a ring record). */
+  private probeCodeUnits(src: Uint16Array, keyIndex: number, keyLength: number, hash: number): number {
+    const i32 = this.i32;
+    const u16 = this.u16;
+    const n = this.slots;
+    let i = homeSlot(hash, n);
+    for (let probes = 0; probes < n; probes++) {
+      const w = this.slotBase + i * SLOT_WORDS;
+      const h = i32[w];
+      if (h === 0) return NOT_FOUND;
+      if (h === hash) {
+        const at = i32[w + 1]!;
+        if (i32[(at + E_KEY_LENGTH) >> 2] === keyLength) {
+          const k = (at + E_KEY) >> 1;
+          let j = 0;
+          while (j < keyLength && u16[k + j] === src[keyIndex + j]) j++;
+          if (j === keyLength) return i;
+        }
+      }
+      if (++i === n) i = 0;
+    }
+    return NOT_FOUND;
+  }
+
+  /**
+   * Deletes a slot with backward-shift (no tombstones, so probes stay short
+   * under constant churn). Every key whose slot moves has its stripe odd until
+   * the shift is complete: a reader probing for it could otherwise pass over
+   * its new position before it arrives there and wrongly report a miss.
+   */
+  private removeSlot(slot: number): void {
+    const i32 = this.i32;
+    const n = this.slots;
+    const base = this.slotBase;
+    this.begin(i32[base + slot * SLOT_WORDS]!);
+    let hole = slot;
+    let j = slot;
+    for (;;) {
+      if (++j === n) j = 0;
+      const wj = base + j * SLOT_WORDS;
+      const h = i32[wj]!;
+      if (h === 0) break;
+      const home = homeSlot(h, n);
+      // Move j into the hole unless its home lies cyclically in (hole, j].
+      const inRange = hole <= j ? home > hole && home <= j : home > hole || home <= j;
+      if (!inRange) {
+        this.beginMore(h);
+        const wh = base + hole * SLOT_WORDS;
+        i32[wh + 1] = i32[wj + 1]!;
+        i32[wh + 2] = i32[wj + 2]!;
+        i32[wh + 3] = i32[wj + 3]!;
+        i32[wh] = h;
+        hole = j;
+      }
+    }
+    const wh = base + hole * SLOT_WORDS;
+    i32[wh] = 0;
+    i32[wh + 1] = 0;
+    i32[wh + 2] = 0;
+    i32[wh + 3] = 0;
+    this.end();
+    i32[H_ENTRIES]!--;
+  }
+
+  private begin(hash: number): void {
+    this.touchedCount = 0;
+    this.beginMore(hash);
+  }
+
+  private beginMore(hash: number): void {
+    const stripe = STRIPE_BASE + (hash & STRIPE_MASK);
+    for (let t = 0; t < this.touchedCount; t++) if (this.touched[t] === stripe) return;
+    if (this.touchedCount === this.touched.length) {
+      // A very long shift: the stripes opened so far must stay odd (their keys
+      // are mid-move), so grow the list rather than close them early.
+      const bigger = new Int32Array(this.touched.length * 2);
+      bigger.set(this.touched);
+      this.touched = bigger;
+    }
+    this.touched[this.touchedCount++] = stripe;
+    writeBegin(this.i32, stripe);
+  }
+
+  private end(): void {
+    for (let t = 0; t < this.touchedCount; t++) writeEnd(this.i32, this.touched[t]!);
+    this.touchedCount = 0;
+  }
+}
+
+/**
+ * Makes a shard consistent after its owner died: a stripe left odd means the
+ * owner died mid-change, so the index is rebuilt from its slots (dropping
+ * duplicates a half-done shift can leave) and every stripe made even. Counters
+ * derived from the index are recounted. Called by the new owner before it
+ * applies anything.
+ */
+export function repairShard(sab: SharedArrayBuffer): { rebuilt: boolean } {
+  const view = new ShardView(sab);
+  const i32 = view.i32;
+  let odd = false;
+  for (let s = 0; s < STRIPES; s++) if ((i32[STRIPE_BASE + s]! & 1) !== 0) odd = true;
+  let rebuilt = false;
+  if (odd) {
+    const seen = new Set<number>();
+    const kept: number[] = [];
+    for (let i = 0; i < view.slots; i++) {
+      const w = view.slotBase + i * SLOT_WORDS;
+      const h = i32[w]!;
+      const at = i32[w + 1]!;
+      if (h === 0 || seen.has(at)) continue;
+      if (at < view.arenaStart || at >= view.arenaEnd || i32[(at + E_HASH) >> 2] !== h) continue;
+      seen.add(at);
+      kept.push(h, at, i32[w + 2]!, i32[w + 3]!);
+    }
+    i32.fill(0, view.slotBase, view.slotBase + view.slots * SLOT_WORDS);
+    for (let k = 0; k < kept.length; k += 4) {
+      let i = homeSlot(kept[k]!, view.slots);
+      while (i32[view.slotBase + i * SLOT_WORDS] !== 0) if (++i === view.slots) i = 0;
+      const w = view.slotBase + i * SLOT_WORDS;
+      i32[w + 1] = kept[k + 1]!;
+      i32[w + 2] = kept[k + 2]!;
+      i32[w + 3] = kept[k + 3]!;
+      i32[w] = kept[k]!;
+    }
+    for (let s = 0; s < STRIPES; s++) if ((i32[STRIPE_BASE + s]! & 1) !== 0) Atomics.add(i32, STRIPE_BASE + s, 1);
+    rebuilt = true;
+  }
+  let entries = 0;
+  let dirty = 0;
+  for (let i = 0; i < view.slots; i++) {
+    const w = view.slotBase + i * SLOT_WORDS;
+    if (i32[w] === 0) continue;
+    entries++;
+    if ((i32[(i32[w + 1]! + E_FLAGS) >> 2]! & FLAG_DIRTY) !== 0) dirty++;
+  }
+  i32[H_ENTRIES] = entries;
+  i32[H_DIRTY] = dirty;
+  return { rebuilt };
+}

@@ -1,0 +1,46 @@
+/**
+ * The messages between threads, written down as types. Per-operation traffic
+ * never uses messages (it goes through shared-memory rings); these are only
+ * for start-up, attach/detach and shutdown.
+ */
+import type { ResolvedCoreOptions } from './options.js';
+
+/** What `cache.handle` holds: plain data and SharedArrayBuffers, structured-cloneable. */
+export interface CacheHandle {
+  readonly kind: 'shardcache';
+  readonly version: 1;
+  /** BroadcastChannel name on which threads register their write queues with the owners. */
+  readonly channel: string;
+  readonly shards: readonly SharedArrayBuffer[];
+  readonly control: SharedArrayBuffer;
+  readonly options: ResolvedCoreOptions;
+}
+
+/** A producer's write queues, one ring per shard. */
+export interface ProducerRings {
+  readonly producer: number;
+  readonly rings: readonly SharedArrayBuffer[];
+}
+
+/** On the cache's BroadcastChannel. */
+export type ChannelMessage =
+  | { type: 'register'; producer: number; rings: readonly SharedArrayBuffer[] }
+  | { type: 'registered'; producer: number; shard: number }
+  | { type: 'unregister'; producer: number };
+
+/** workerData of a shard owner. */
+export interface OwnerData {
+  readonly shard: number;
+  readonly sab: SharedArrayBuffer;
+  readonly channel: string;
+  readonly producers: readonly ProducerRings[];
+  /** Present when writes must reach Redis: the owner logs changes here. */
+  readonly changeLog?: SharedArrayBuffer;
+  readonly control: SharedArrayBuffer;
+  readonly maxPending: number;
+}
+
+/** From the supervisor to an owner. */
+export type ToOwner = { type: 'stop' };
+/** From an owner to the supervisor. */
+export type FromOwner = { type: 'ready' } | { type: 'stopped' };

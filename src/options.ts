@@ -1,0 +1,119 @@
+/**
+ * Options: one interface with documented defaults, one defaults object, one
+ * `resolveOptions` that validates and fills them. An invalid option throws
+ * ERR_INVALID_OPTION naming it.
+ */
+import os from 'node:os';
+import { invalidOption } from './errors.js';
+import { MIN_SHARD_BYTES, largestValueFor, shardGeometry } from './memory/layout.js';
+import { recordBytes } from './memory/write-queue.js';
+import { MAX_KEY_LENGTH } from './memory/layout.js';
+import type { RedisOptions } from './redis/redis-options.js';
+
+export interface ShardCacheOptions {
+  /**
+   * Number of shards, each owned by one worker thread.
+   * @default os.availableParallelism()
+   */
+  shards?: number;
+  /**
+   * Hard memory budget, in bytes, for all shards together (index and values).
+   * Each shard gets an equal share; the least recently used entries are evicted
+   * to stay inside it. Per-thread write queues and near caches come on top (see
+   * README, "Memory").
+   * @default 64 MiB
+   */
+  maxBytes?: number;
+  /**
+   * Default time to live in milliseconds for `set` without its own `ttlMs`.
+   * 0 means entries do not expire (not "expire at once").
+   * @default 0
+   */
+  ttlMs?: number;
+  /**
+   * Largest encoded (msgpack) value accepted, in bytes. Larger values are
+   * refused with ERR_VALUE_TOO_LARGE. Cannot exceed a quarter of a shard's arena.
+   * @default the smaller of 1 MiB and the largest a shard can hold
+   */
+  maxValueBytes?: number;
+  /**
+   * Entries in each thread's near cache of decoded values; 0 turns it off.
+   * @default 10_000
+   */
+  nearCache?: number;
+  /**
+   * How long a write waits for room in a full write queue (an owner that is
+   * behind, or Redis write-behind that is behind) before it throws
+   * ERR_BACKPRESSURE.
+   * @default 5_000
+   */
+  backpressureTimeoutMs?: number;
+  /** Redis behind the cache: see RedisOptions. */
+  redis?: RedisOptions;
+}
+
+/** The options every thread needs, as plain data that travels in the handle. */
+export interface ResolvedCoreOptions {
+  shards: number;
+  maxBytes: number;
+  shardBytes: number;
+  ttlMs: number;
+  maxValueBytes: number;
+  nearCache: number;
+  backpressureTimeoutMs: number;
+  ringBytes: number;
+}
+
+export const DEFAULTS = {
+  maxBytes: 64 * 1024 * 1024,
+  ttlMs: 0,
+  maxValueBytes: 1024 * 1024,
+  nearCache: 10_000,
+  backpressureTimeoutMs: 5_000,
+} as const;
+
+/** A shard's SAB uses Int32 byte offsets. */
+const MAX_SHARD_BYTES = 2 ** 31 - 8;
+const MIN_RING_BYTES = 256 * 1024;
+
+export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOptions {
+  if (options === null || typeof options !== 'object') throw invalidOption('', 'must be an object', options);
+  const shards = options.shards ?? os.availableParallelism();
+  if (!Number.isInteger(shards) || shards < 1 || shards > 256) {
+    throw invalidOption('shards', 'must be an integer from 1 to 256', shards);
+  }
+  const maxBytes = options.maxBytes ?? DEFAULTS.maxBytes;
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < shards * MIN_SHARD_BYTES) {
+    throw invalidOption('maxBytes', `must be an integer of at least ${MIN_SHARD_BYTES} bytes per shard (${shards * MIN_SHARD_BYTES} for ${shards} shards)`, maxBytes);
+  }
+  const shardBytes = Math.floor(maxBytes / shards);
+  if (shardBytes > MAX_SHARD_BYTES) {
+    throw invalidOption('maxBytes', `must be at most 2 GiB per shard; raise options.shards`, maxBytes);
+  }
+  const ttlMs = options.ttlMs ?? DEFAULTS.ttlMs;
+  validateTtl(ttlMs, 'ttlMs');
+  const largest = largestValueFor(shardGeometry(shardBytes));
+  const maxValueBytes = options.maxValueBytes ?? Math.min(DEFAULTS.maxValueBytes, largest);
+  if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > largest) {
+    throw invalidOption('maxValueBytes', `must be an integer from 1 to ${largest} (a quarter of a shard's arena) with maxBytes ${maxBytes} and ${shards} shards`, maxValueBytes);
+  }
+  const nearCache = options.nearCache ?? DEFAULTS.nearCache;
+  if (!Number.isInteger(nearCache) || nearCache < 0 || nearCache > 10_000_000) {
+    throw invalidOption('nearCache', 'must be an integer from 0 (off) to 10000000', nearCache);
+  }
+  const backpressureTimeoutMs = options.backpressureTimeoutMs ?? DEFAULTS.backpressureTimeoutMs;
+  if (typeof backpressureTimeoutMs !== 'number' || !(backpressureTimeoutMs >= 0) || !Number.isFinite(backpressureTimeoutMs)) {
+    throw invalidOption('backpressureTimeoutMs', 'must be a finite number of milliseconds, 0 or more', backpressureTimeoutMs);
+  }
+  // Room for at least two of the largest records, so one large write never
+  // waits for a ring that can never hold it.
+  let ringBytes = MIN_RING_BYTES;
+  while (ringBytes < 2 * recordBytes(MAX_KEY_LENGTH, maxValueBytes)) ringBytes *= 2;
+  return { shards, maxBytes, shardBytes, ttlMs, maxValueBytes, nearCache, backpressureTimeoutMs, ringBytes };
+}
+
+export function validateTtl(ttlMs: unknown, name: string): asserts ttlMs is number {
+  if (typeof ttlMs !== 'number' || !(ttlMs >= 0) || !Number.isFinite(ttlMs)) {
+    throw invalidOption(name, 'must be a finite number of milliseconds, 0 (no expiry) or more', ttlMs);
+  }
+}

@@ -1,0 +1,508 @@
+/**
+ * ShardCache: the public class. One instance per thread: the creating thread
+ * makes the shards and starts their owners; other threads `attach` to the same
+ * shards by the handle.
+ *
+ * Consistency contract (also in the README):
+ * - get/has read shared memory (or this thread's near cache, validated against
+ *   the slot's seq) and never wait for another thread.
+ * - A write is queued to the key's owner; the writing thread sees it at once
+ *   through its overlay of queued writes; other threads see it once the owner
+ *   applied it. `settled()` resolves when every write this thread queued before
+ *   the call was applied.
+ * - Writes of one thread to one key are applied in order. Writes of different
+ *   threads to one key are applied in the order the owner drains them.
+ */
+import { randomUUID } from 'node:crypto';
+import { BroadcastChannel } from 'node:worker_threads';
+import type { LRUCache } from 'lru-cache';
+import { decodeRange, encode } from './codec.js';
+import { ShardCacheError, closedError, describe } from './errors.js';
+import { hashKey, shardOf } from './hash.js';
+import { C_CLOSED, C_NEXT_PRODUCER, T_HITS, T_MISSES, createControl, sumThreadCounter, takeThreadSlot } from './memory/control.js';
+import {
+  F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, H_ARENA_USED, H_DOORBELL, H_ENTRIES, H_SLEEPING,
+  MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
+} from './memory/layout.js';
+import { NOT_FOUND, Scratch, ShardView } from './memory/shard-view.js';
+import {
+  OP_CLEAR, OP_DELETE, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
+} from './memory/write-queue.js';
+import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
+import { createNearCache, freezeIfShareable, type NearEntry } from './near-cache.js';
+import { OwnerPool } from './owner-pool.js';
+import { resolveOptions, validateTtl, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
+
+export interface SetOptions {
+  /** Time to live in ms for this entry; 0 = never expires. Defaults to the cache's `ttlMs`. */
+  ttlMs?: number;
+}
+
+export interface ShardCacheStats {
+  entries: number;
+  bytesUsed: number;
+  maxBytes: number;
+  shards: number;
+  hits: number;
+  misses: number;
+  sets: number;
+  deletes: number;
+  evictions: number;
+  expirations: number;
+}
+
+/** A write this thread queued and its owner may not have applied yet. */
+interface QueuedWrite {
+  shard: number;
+  /** SAB offset of the record in the ring. */
+  offset: number;
+  /** Ring position just past the record: applied once the ring's tail reaches it. */
+  end: number;
+}
+
+const ATTACH_TIMEOUT_MS = 10_000;
+const ATTACH_RETRY_MS = 200;
+const OVERLAY_SWEEP_MIN = 4096;
+
+export class ShardCache {
+  /** Structured-cloneable: pass it to another thread and `ShardCache.attach` it there. */
+  readonly handle: CacheHandle;
+  private readonly options: ResolvedCoreOptions;
+  private readonly views: ShardView[];
+  private readonly producers: RingProducer[];
+  private readonly producerId: number;
+  private readonly control: Int32Array;
+  private readonly controlF64: Float64Array;
+  private readonly statsSlot: number;
+  private readonly shardCount: number;
+  private readonly near: LRUCache<string, NearEntry> | undefined;
+  private readonly scratch = new Scratch();
+  private readonly overlay = new Map<string, QueuedWrite>();
+  private overlaySweepAt = OVERLAY_SWEEP_MIN;
+  private readonly pool: OwnerPool | undefined;
+  private closed = false;
+
+  private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
+    this.handle = handle;
+    this.options = handle.options;
+    this.shardCount = handle.shards.length;
+    this.views = handle.shards.map((sab) => new ShardView(sab));
+    this.producers = producer.rings.map((sab) => new RingProducer(sab));
+    this.producerId = producer.producer;
+    this.control = new Int32Array(handle.control);
+    this.controlF64 = new Float64Array(handle.control);
+    this.statsSlot = takeThreadSlot(this.control);
+    this.near = createNearCache(handle.options.nearCache);
+    this.pool = pool;
+  }
+
+  /** Creates a cache and starts one owner thread per shard. */
+  static async create(options?: ShardCacheOptions): Promise<ShardCache> {
+    const resolved = resolveOptions(options);
+    const control = createControl();
+    const controlI32 = new Int32Array(control);
+    const shards = Array.from({ length: resolved.shards }, () => createShardBuffer(resolved.shardBytes));
+    const handle: CacheHandle = {
+      kind: 'shardcache',
+      version: 1,
+      channel: `shardcache:${randomUUID()}`,
+      shards,
+      control,
+      options: resolved,
+    };
+    const producer = newProducer(controlI32, resolved);
+    const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity }, [producer]);
+    await pool.start();
+    return new ShardCache(handle, producer, pool);
+  }
+
+  /** Attaches this thread to a cache created elsewhere in the process. Same data, no copy. */
+  static async attach(handle: CacheHandle): Promise<ShardCache> {
+    if (handle === null || typeof handle !== 'object' || handle.kind !== 'shardcache' || handle.version !== 1) {
+      throw new ShardCacheError('ERR_INVALID_OPTION', `handle must be a ShardCache's .handle (got ${describe(handle)})`);
+    }
+    const control = new Int32Array(handle.control);
+    if (Atomics.load(control, C_CLOSED) !== 0) throw closedError();
+    const producer = newProducer(control, handle.options);
+    await registerProducer(handle, producer);
+    return new ShardCache(handle, producer, undefined);
+  }
+
+  // ---- reads -------------------------------------------------------------
+
+  /** The value stored for `key`, or undefined. Synchronous; never waits for another thread. */
+  get(key: string): unknown {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    if (this.overlay.size !== 0) {
+      const queued = this.overlay.get(key);
+      if (queued !== undefined && !this.applied(key, queued)) return this.readQueued(queued);
+    }
+    const near = this.near;
+    if (near !== undefined) {
+      const entry = near.get(key);
+      if (entry !== undefined && entry.view.holds(entry.slot, entry.seq) && (entry.expires === 0 || entry.expires > Date.now())) {
+        entry.view.touch(entry.slot);
+        this.controlF64[this.statsSlot + T_HITS]!++;
+        return entry.value;
+      }
+    }
+    const hash = hashKey(key);
+    const view = this.views[shardOf(hash, this.shardCount)]!;
+    const length = view.read(key, hash, Date.now(), this.scratch);
+    if (length === NOT_FOUND) {
+      this.controlF64[this.statsSlot + T_MISSES]!++;
+      return undefined;
+    }
+    const slot = view.foundSlot;
+    view.touch(slot);
+    const value = decodeRange(this.scratch.buffer, 0, length);
+    if (near !== undefined && freezeIfShareable(value)) {
+      near.set(key, { value, view, slot, seq: view.foundSeq, expires: view.foundExpires });
+    }
+    this.controlF64[this.statsSlot + T_HITS]!++;
+    return value;
+  }
+
+  /** Whether a live (unexpired) entry exists for `key`. */
+  has(key: string): boolean {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    if (this.overlay.size !== 0) {
+      const queued = this.overlay.get(key);
+      if (queued !== undefined && !this.applied(key, queued)) return this.queuedIsLive(queued);
+    }
+    const hash = hashKey(key);
+    return this.views[shardOf(hash, this.shardCount)]!.has(key, hash, Date.now());
+  }
+
+  getMany(keys: readonly string[]): unknown[] {
+    if (!Array.isArray(keys)) throw new ShardCacheError('ERR_INVALID_KEY', `keys must be an array of strings (got ${describe(keys)})`);
+    const out = new Array<unknown>(keys.length);
+    for (let i = 0; i < keys.length; i++) out[i] = this.get(keys[i]!);
+    return out;
+  }
+
+  /** Live entries across all shards (expired entries count until the owner removes them). */
+  get size(): number {
+    if (this.closed) throw closedError();
+    let n = 0;
+    for (const view of this.views) n += view.entries;
+    return n;
+  }
+
+  // ---- writes ------------------------------------------------------------
+
+  /**
+   * Stores `value` under `key`. Visible to this thread at once, to others once
+   * the owner applied it. Setting `undefined` deletes the key (as lru-cache does).
+   */
+  set(key: string, value: unknown, options?: SetOptions): this {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    let ttl = this.options.ttlMs;
+    if (options !== undefined) {
+      if (options.ttlMs !== undefined) {
+        validateTtl(options.ttlMs, 'ttlMs');
+        ttl = options.ttlMs;
+      }
+    }
+    if (value === undefined) {
+      this.delete(key);
+      return this;
+    }
+    const bytes = encode(value);
+    if (bytes.length > this.options.maxValueBytes) {
+      throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
+    }
+    this.enqueue(OP_SET, key, hashKey(key), bytes, ttl > 0 ? Date.now() + ttl : 0);
+    return this;
+  }
+
+  setMany(entries: Iterable<readonly [string, unknown]>, options?: SetOptions): this {
+    if (this.closed) throw closedError();
+    if (entries === null || typeof (entries as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+      throw new ShardCacheError('ERR_INVALID_KEY', `entries must be an iterable of [key, value] pairs (got ${describe(entries)})`);
+    }
+    // Validate and encode everything first, so a bad entry rejects the whole
+    // call before anything is queued.
+    const list = [...entries];
+    for (const entry of list) {
+      if (!Array.isArray(entry)) throw new ShardCacheError('ERR_INVALID_KEY', `each entry must be a [key, value] pair (got ${describe(entry)})`);
+      checkKey(entry[0]);
+    }
+    if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
+    const encoded = list.map(([key, value]) => {
+      if (value === undefined) return undefined;
+      const bytes = encode(value);
+      if (bytes.length > this.options.maxValueBytes) {
+        throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
+      }
+      return Buffer.from(bytes); // pack() reuses its buffer: copy before the next encode
+    });
+    const ttl = options?.ttlMs ?? this.options.ttlMs;
+    const expires = ttl > 0 ? Date.now() + ttl : 0;
+    for (let i = 0; i < list.length; i++) {
+      const key = list[i]![0];
+      const bytes = encoded[i];
+      if (bytes === undefined) this.delete(key);
+      else this.enqueue(OP_SET, key, hashKey(key), bytes, expires);
+    }
+    return this;
+  }
+
+  /** Deletes `key`. Returns whether it was there (as this thread sees it). */
+  delete(key: string): boolean {
+    if (this.closed) throw closedError();
+    const existed = this.has(key);
+    this.enqueue(OP_DELETE, key, hashKey(key), undefined, 0);
+    return existed;
+  }
+
+  /** Removes every entry. Returns once every owner has applied it. */
+  clear(): void {
+    if (this.closed) throw closedError();
+    for (let shard = 0; shard < this.shardCount; shard++) this.enqueueTo(shard, OP_CLEAR, '', 0, undefined, 0);
+    this.overlay.clear();
+    this.near?.clear();
+    this.settledSync();
+  }
+
+  /** Resolves when every write this thread queued before the call is visible to all threads. */
+  async settled(): Promise<void> {
+    if (this.closed) throw closedError();
+    await this.waitApplied(this.producers.map((p) => p.head));
+    this.sweepOverlay();
+  }
+
+  stats(): ShardCacheStats {
+    if (this.closed) throw closedError();
+    let entries = 0, bytesUsed = 0, sets = 0, deletes = 0, evictions = 0, expirations = 0;
+    for (const view of this.views) {
+      entries += Atomics.load(view.i32, H_ENTRIES);
+      bytesUsed += Atomics.load(view.i32, H_ARENA_USED) + view.slots * SLOT_WORDS * 4;
+      sets += view.f64[F_SETS]!;
+      deletes += view.f64[F_DELETES]!;
+      evictions += view.f64[F_EVICTIONS]!;
+      expirations += view.f64[F_EXPIRATIONS]!;
+    }
+    return {
+      entries,
+      bytesUsed,
+      maxBytes: this.options.maxBytes,
+      shards: this.shardCount,
+      hits: sumThreadCounter(this.control, this.controlF64, T_HITS),
+      misses: sumThreadCounter(this.control, this.controlF64, T_MISSES),
+      sets,
+      deletes,
+      evictions,
+      expirations,
+    };
+  }
+
+  /**
+   * On the creating thread: applies queued writes, stops the owners and frees
+   * the cache. On an attached thread: detaches this thread. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.waitApplied(this.producers.map((p) => p.head));
+    this.closed = true;
+    this.overlay.clear();
+    this.near?.clear();
+    if (this.pool) {
+      Atomics.store(this.control, C_CLOSED, 1);
+      await this.pool.stop();
+    } else {
+      const channel = new BroadcastChannel(this.handle.channel);
+      channel.postMessage({ type: 'unregister', producer: this.producerId } satisfies ChannelMessage);
+      channel.close();
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /**
+   * For tests of owner failure: terminates shard `shard`'s owner as a crash
+   * would and resolves once a replacement owns the shard. Creating thread only.
+   */
+  async terminateOwnerForTesting(shard: number): Promise<void> {
+    if (!this.pool) throw new ShardCacheError('ERR_NOT_SUPPORTED', 'only the creating thread supervises the owners');
+    await this.pool.crash(shard);
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  private enqueue(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number): void {
+    this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires);
+  }
+
+  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number): void {
+    const producer = this.producers[shard]!;
+    const valueLength = bytes === undefined ? 0 : bytes.length;
+    const size = recordBytes(key.length, valueLength);
+    let offset = producer.tryReserve(size);
+    if (offset < 0) offset = this.waitForRoom(shard, size);
+    producer.writeHeader(offset, size, op, hash, key.length, valueLength, expires);
+    producer.writeKey(offset, key);
+    if (bytes !== undefined) producer.u8.set(bytes, offset + RECORD_HEADER_BYTES + key.length * 2);
+    const end = producer.publish();
+    if (op !== OP_CLEAR) {
+      const queued = this.overlay.get(key);
+      if (queued !== undefined) {
+        queued.shard = shard;
+        queued.offset = offset;
+        queued.end = end;
+      } else {
+        this.overlay.set(key, { shard, offset, end });
+        if (this.overlay.size >= this.overlaySweepAt) this.sweepOverlay();
+      }
+    }
+    this.ringDoorbell(shard);
+  }
+
+  /** Wakes the owner if it sleeps. Only the producer that flips SLEEPING pays for the notify. */
+  private ringDoorbell(shard: number): void {
+    const i32 = this.views[shard]!.i32;
+    if (Atomics.load(i32, H_SLEEPING) === 1 && Atomics.compareExchange(i32, H_SLEEPING, 1, 0) === 1) {
+      Atomics.add(i32, H_DOORBELL, 1);
+      Atomics.notify(i32, H_DOORBELL);
+    }
+  }
+
+  private waitForRoom(shard: number, size: number): number {
+    const producer = this.producers[shard]!;
+    const deadline = Date.now() + this.options.backpressureTimeoutMs;
+    for (;;) {
+      if (Atomics.load(this.control, C_CLOSED) !== 0) throw closedError();
+      const i32 = this.views[shard]!.i32;
+      Atomics.add(i32, H_DOORBELL, 1);
+      Atomics.notify(i32, H_DOORBELL);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new ShardCacheError(
+          'ERR_BACKPRESSURE',
+          `shard ${shard}'s write queue stayed full for options.backpressureTimeoutMs (${this.options.backpressureTimeoutMs} ms): its owner (or Redis behind it) is behind`,
+        );
+      }
+      producer.waitForRoom(Math.min(left, 50));
+      const offset = producer.tryReserve(size);
+      if (offset >= 0) return offset;
+    }
+  }
+
+  /** Whether the queued write was applied; if so, forgets it. */
+  private applied(key: string, queued: QueuedWrite): boolean {
+    if (!this.producers[queued.shard]!.consumedThrough(queued.end)) return false;
+    this.overlay.delete(key);
+    return true;
+  }
+
+  private readQueued(queued: QueuedWrite): unknown {
+    const ring = this.producers[queued.shard]!;
+    const at = queued.offset;
+    if (ring.i32[(at + 4) >> 2] !== OP_SET) return undefined;
+    const expires = ring.f64[(at + 24) >> 3]!;
+    if (expires !== 0 && expires <= Date.now()) return undefined;
+    const start = at + RECORD_HEADER_BYTES + ring.i32[(at + 12) >> 2]! * 2;
+    return decodeRange(ring.u8, start, start + ring.i32[(at + 16) >> 2]!);
+  }
+
+  private queuedIsLive(queued: QueuedWrite): boolean {
+    const ring = this.producers[queued.shard]!;
+    if (ring.i32[(queued.offset + 4) >> 2] !== OP_SET) return false;
+    const expires = ring.f64[(queued.offset + 24) >> 3]!;
+    return expires === 0 || expires > Date.now();
+  }
+
+  private sweepOverlay(): void {
+    for (const [key, queued] of this.overlay) this.applied(key, queued);
+    this.overlaySweepAt = Math.max(OVERLAY_SWEEP_MIN, this.overlay.size * 2);
+  }
+
+  private async waitApplied(targets: number[]): Promise<void> {
+    for (let shard = 0; shard < targets.length; shard++) {
+      const ring = this.producers[shard]!;
+      const target = targets[shard]!;
+      while (!ring.consumedThrough(target)) {
+        const tail = Atomics.load(ring.i32, R_TAIL);
+        if (((tail - target) | 0) >= 0) break;
+        this.ringDoorbell(shard);
+        Atomics.add(ring.i32, R_WAITERS, 1);
+        // The timeout is a safety net; the owner notifies R_TAIL waiters after each batch.
+        const result = Atomics.waitAsync(ring.i32, R_TAIL, tail, 20);
+        const keepAlive = setTimeout(() => {}, 25);
+        try {
+          if (result.async) await result.value;
+        } finally {
+          clearTimeout(keepAlive);
+          Atomics.sub(ring.i32, R_WAITERS, 1);
+        }
+      }
+    }
+  }
+
+  /** Blocks this thread until this thread's queued writes are applied (used by clear()). */
+  private settledSync(): void {
+    const deadline = Date.now() + this.options.backpressureTimeoutMs;
+    for (let shard = 0; shard < this.shardCount; shard++) {
+      const ring = this.producers[shard]!;
+      const target = ring.head;
+      while (!ring.consumedThrough(target)) {
+        if (Date.now() > deadline) {
+          throw new ShardCacheError('ERR_BACKPRESSURE', `clear() waited options.backpressureTimeoutMs (${this.options.backpressureTimeoutMs} ms) for shard ${shard}'s owner`);
+        }
+        this.ringDoorbell(shard);
+        ring.waitForRoom(5);
+      }
+    }
+  }
+}
+
+function checkKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string') {
+    throw new ShardCacheError('ERR_INVALID_KEY', `keys must be strings (got ${describe(key)})`);
+  }
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new ShardCacheError('ERR_INVALID_KEY', `keys may be at most ${MAX_KEY_LENGTH} UTF-16 code units long (got ${key.length})`);
+  }
+}
+
+function newProducer(control: Int32Array, options: ResolvedCoreOptions): ProducerRings {
+  const producer = Atomics.add(control, C_NEXT_PRODUCER, 1);
+  const rings = Array.from({ length: options.shards }, () => createRing(options.ringBytes));
+  return { producer, rings };
+}
+
+/** Registers a producer's rings with every owner and waits for each to acknowledge. */
+async function registerProducer(handle: CacheHandle, producer: ProducerRings): Promise<void> {
+  const channel = new BroadcastChannel(handle.channel);
+  const acknowledged = new Set<number>();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const post = () => channel.postMessage({ type: 'register', producer: producer.producer, rings: producer.rings } satisfies ChannelMessage);
+      // Re-post until every owner answered: an owner being replaced right now
+      // may have missed the first message.
+      const retry = setInterval(post, ATTACH_RETRY_MS);
+      const timeout = setTimeout(() => {
+        clearInterval(retry);
+        reject(new ShardCacheError('ERR_OWNER_FAILED', `attach: ${handle.shards.length - acknowledged.size} shard owner(s) did not answer within ${ATTACH_TIMEOUT_MS} ms`));
+      }, ATTACH_TIMEOUT_MS);
+      channel.onmessage = (event: unknown) => {
+        const message = (event as { data: ChannelMessage }).data;
+        if (message.type !== 'registered' || message.producer !== producer.producer) return;
+        acknowledged.add(message.shard);
+        if (acknowledged.size === handle.shards.length) {
+          clearInterval(retry);
+          clearTimeout(timeout);
+          resolve();
+        }
+      };
+      post();
+    });
+  } finally {
+    channel.close();
+  }
+}
