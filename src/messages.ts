@@ -14,6 +14,13 @@ export interface CacheHandle {
   readonly shards: readonly SharedArrayBuffer[];
   readonly control: SharedArrayBuffer;
   readonly options: ResolvedCoreOptions;
+  /** What the Redis tier does, if there is one (the connection stays on the creating thread). */
+  readonly redis?: { readonly writeBehind: boolean; readonly readThrough: boolean; readonly twemproxy: boolean };
+}
+
+export interface WireError {
+  readonly code: import('./errors.js').ShardCacheErrorCode;
+  readonly message: string;
 }
 
 /** A producer's write queues, one ring per shard. */
@@ -26,7 +33,12 @@ export interface ProducerRings {
 export type ChannelMessage =
   | { type: 'register'; producer: number; rings: readonly SharedArrayBuffer[] }
   | { type: 'registered'; producer: number; shard: number }
-  | { type: 'unregister'; producer: number };
+  | { type: 'unregister'; producer: number }
+  // Attached threads ask the creating thread, which owns the Redis connection.
+  | { type: 'fetch'; id: number; producer: number; key: string }
+  | { type: 'fetched'; id: number; producer: number; bytes: Uint8Array | null; ttlMs: number; error?: WireError }
+  | { type: 'flush'; id: number; producer: number; timeoutMs: number }
+  | { type: 'flushed'; id: number; producer: number; error?: WireError };
 
 /** workerData of a shard owner. */
 export interface OwnerData {

@@ -70,6 +70,11 @@ export class OwnerPool extends EventEmitter {
     await replaced;
   }
 
+  /** Every registered producer's write queues. */
+  producerRings(): ProducerRings[] {
+    return [...this.producers.values()];
+  }
+
   threadIds(): number[] {
     return this.workers.map((w) => w?.threadId ?? -1);
   }

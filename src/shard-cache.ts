@@ -14,20 +14,27 @@
  *   threads to one key are applied in the order the owner drains them.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { BroadcastChannel } from 'node:worker_threads';
 import type { LRUCache } from 'lru-cache';
-import { decodeRange, encode } from './codec.js';
+import { decodeRange, decodeUntrusted, encode } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
-import { C_CLOSED, C_NEXT_PRODUCER, T_HITS, T_MISSES, createControl, sumThreadCounter, takeThreadSlot } from './memory/control.js';
+import {
+  C_CLOSED, C_NEXT_PRODUCER, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
+  T_HITS, T_MISSES, createControl, sumThreadCounter, takeThreadSlot,
+} from './memory/control.js';
 import {
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, H_ARENA_USED, H_DOORBELL, H_ENTRIES, H_SLEEPING,
   MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
 } from './memory/layout.js';
 import { NOT_FOUND, Scratch, ShardView } from './memory/shard-view.js';
 import {
-  OP_CLEAR, OP_DELETE, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
+  OP_CLEAR, OP_DELETE, OP_FILL, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
 } from './memory/write-queue.js';
+import { resolveRedisOptions } from './redis/redis-options.js';
+import { RedisTier, RemoteTier, type TierAccess } from './redis/redis-tier.js';
+import { WriteBehind } from './redis/write-behind.js';
 import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
 import { createNearCache, freezeIfShareable, type NearEntry } from './near-cache.js';
 import { OwnerPool } from './owner-pool.js';
@@ -36,6 +43,34 @@ import { resolveOptions, validateTtl, type ResolvedCoreOptions, type ShardCacheO
 export interface SetOptions {
   /** Time to live in ms for this entry; 0 = never expires. Defaults to the cache's `ttlMs`. */
   ttlMs?: number;
+}
+
+export interface FetchOptions<T = unknown> {
+  /** Called on a miss in both the local cache and Redis; its result is cached (and written behind). */
+  loader?: (key: string) => T | undefined | Promise<T | undefined>;
+  /** TTL for a value the loader produced; defaults to the cache's `ttlMs`. */
+  ttlMs?: number;
+}
+
+export interface FlushOptions {
+  /**
+   * How long to wait before rejecting with ERR_FLUSH_TIMEOUT.
+   * @default 30_000
+   */
+  timeoutMs?: number;
+}
+
+export interface RedisStats {
+  /** Writes waiting for Redis. */
+  pending: number;
+  /** Writes Redis acknowledged (a write coalesced into a later one counts when that one is acknowledged). */
+  flushed: number;
+  /** Re-sends after a failure. */
+  retries: number;
+  /** Writes dropped after `maxAttempts` refusals by Redis; each was reported by an `error` event. */
+  failed: number;
+  /** Duration of the last flush batch, in ms. */
+  lastFlushMs: number;
 }
 
 export interface ShardCacheStats {
@@ -49,6 +84,8 @@ export interface ShardCacheStats {
   deletes: number;
   evictions: number;
   expirations: number;
+  /** Present when the cache has Redis behind it. */
+  redis?: RedisStats;
 }
 
 /** A write this thread queued and its owner may not have applied yet. */
@@ -63,8 +100,15 @@ interface QueuedWrite {
 const ATTACH_TIMEOUT_MS = 10_000;
 const ATTACH_RETRY_MS = 200;
 const OVERLAY_SWEEP_MIN = 4096;
+const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
-export class ShardCache {
+/**
+ * Events: `error` (a write Redis refused `maxAttempts` times and that was
+ * dropped: a ShardCacheError with code ERR_REDIS and the `key`; or a Redis
+ * connection error of a client the cache made). Without an `error` listener
+ * these are only counted in stats, never thrown.
+ */
+export class ShardCache extends EventEmitter {
   /** Structured-cloneable: pass it to another thread and `ShardCache.attach` it there. */
   readonly handle: CacheHandle;
   private readonly options: ResolvedCoreOptions;
@@ -80,9 +124,12 @@ export class ShardCache {
   private readonly overlay = new Map<string, QueuedWrite>();
   private overlaySweepAt = OVERLAY_SWEEP_MIN;
   private readonly pool: OwnerPool | undefined;
+  private tier: TierAccess | undefined;
+  private readonly fetches = new Map<string, Promise<unknown>>();
   private closed = false;
 
   private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
+    super();
     this.handle = handle;
     this.options = handle.options;
     this.shardCount = handle.shards.length;
@@ -111,9 +158,53 @@ export class ShardCache {
       options: resolved,
     };
     const producer = newProducer(controlI32, resolved);
-    const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity }, [producer]);
-    await pool.start();
-    return new ShardCache(handle, producer, pool);
+    if (options?.redis === undefined) {
+      const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity }, [producer]);
+      await pool.start();
+      return new ShardCache(handle, producer, pool);
+    }
+
+    const redis = resolveRedisOptions(options.redis);
+    const wb = redis.writeBehind;
+    const withRedis: CacheHandle = {
+      ...handle,
+      redis: { writeBehind: wb !== false, readThrough: redis.readThrough, twemproxy: redis.twemproxy },
+    };
+    // The flusher's own queues carry CLEAN records, which owners apply even when stalled.
+    const flusher = wb === false ? undefined : newProducer(controlI32, resolved);
+    const changeLogs = wb === false ? undefined : shards.map(() => createRing(changeLogBytes(wb.maxPending, resolved.shards)));
+    const pool = new OwnerPool(
+      { shards, channel: handle.channel, control, changeLogs, maxPending: wb === false ? Infinity : wb.maxPending },
+      flusher ? [producer, flusher] : [producer],
+    );
+    try {
+      await pool.start();
+    } catch (error) {
+      if (redis.ownsClient) redis.client.disconnect();
+      throw error;
+    }
+    const cache = new ShardCache(withRedis, producer, pool);
+    const wakeOwner = (shard: number) => cache.ringDoorbell(shard);
+    let writeBehind: WriteBehind | undefined;
+    if (wb !== false && flusher && changeLogs) {
+      writeBehind = new WriteBehind({
+        client: redis.client,
+        keyPrefix: redis.keyPrefix,
+        options: wb,
+        views: cache.views,
+        changeLogs,
+        cleanRings: flusher.rings,
+        control,
+        onKeyFailed: (key, cause) => cache.report(Object.assign(
+          new ShardCacheError('ERR_REDIS', `Redis refused the write of key ${describe(key)} ${wb.maxAttempts} times; it was dropped: ${cause.message}`, { cause }),
+          { key },
+        )),
+        wakeOwner,
+      });
+    }
+    if (redis.ownsClient) redis.client.on('error', (error: Error) => cache.report(error));
+    cache.tier = new RedisTier(redis, writeBehind, pool, handle.channel, wakeOwner);
+    return cache;
   }
 
   /** Attaches this thread to a cache created elsewhere in the process. Same data, no copy. */
@@ -125,7 +216,91 @@ export class ShardCache {
     if (Atomics.load(control, C_CLOSED) !== 0) throw closedError();
     const producer = newProducer(control, handle.options);
     await registerProducer(handle, producer);
-    return new ShardCache(handle, producer, undefined);
+    const cache = new ShardCache(handle, producer, undefined);
+    if (handle.redis) cache.tier = new RemoteTier(handle.channel, producer.producer);
+    return cache;
+  }
+
+  // ---- Redis tier ---------------------------------------------------------
+
+  /**
+   * The local value if present; else (with Redis) the value in Redis, cached
+   * locally; else `loader(key)`, whose result is set (and written behind).
+   * One Redis request per key is in flight per process, one loader call per
+   * key per thread, however many callers ask.
+   */
+  async fetch<T = unknown>(key: string, options?: FetchOptions<T>): Promise<T | undefined> {
+    const local = this.get(key);
+    if (local !== undefined) return local as T;
+    if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
+    let flight = this.fetches.get(key);
+    if (flight === undefined) {
+      flight = this.fetchMiss(key, options).finally(() => this.fetches.delete(key));
+      this.fetches.set(key, flight);
+    }
+    return flight as Promise<T | undefined>;
+  }
+
+  /** `fetch` for many keys: local hits, then one MGET per Redis node for the rest. */
+  async fetchMany<T = unknown>(keys: readonly string[], options?: FetchOptions<T>): Promise<(T | undefined)[]> {
+    const values = this.getMany(keys) as (T | undefined)[];
+    const missing: number[] = [];
+    for (let i = 0; i < values.length; i++) if (values[i] === undefined) missing.push(i);
+    if (missing.length === 0) return values;
+    if (this.tier && this.handle.redis?.readThrough) {
+      const remote = await this.tier.fetchMany(missing.map((i) => keys[i]!));
+      missing.forEach((i, n) => {
+        const found = remote[n]!;
+        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found.bytes, found.ttlMs) as T;
+      });
+    }
+    if (options?.loader) {
+      await Promise.all(missing.filter((i) => values[i] === undefined).map(async (i) => {
+        values[i] = await this.fetch(keys[i]!, options);
+      }));
+    }
+    return values;
+  }
+
+  /**
+   * Resolves when every write issued (by any thread) before the call is
+   * acknowledged by Redis; rejects with ERR_FLUSH_TIMEOUT after `timeoutMs`.
+   * Without write-behind it resolves at once.
+   */
+  async flush(options?: FlushOptions): Promise<void> {
+    if (this.closed) throw closedError();
+    const timeoutMs = options?.timeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS;
+    validateTtl(timeoutMs, 'timeoutMs');
+    await this.settled();
+    if (this.tier && this.handle.redis?.writeBehind) await this.tier.flush(timeoutMs);
+  }
+
+  private async fetchMiss(key: string, options: FetchOptions | undefined): Promise<unknown> {
+    if (this.tier && this.handle.redis?.readThrough) {
+      const remote = await this.tier.fetch(key);
+      if (this.closed) throw closedError();
+      if (remote.bytes) return this.acceptRemote(key, remote.bytes, remote.ttlMs);
+    }
+    if (options?.loader) {
+      const value = await options.loader(key);
+      if (value !== undefined && !this.closed) this.set(key, value, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : undefined);
+      return value;
+    }
+    return undefined;
+  }
+
+  /** Decodes bytes read from Redis and keeps a local copy (never written back). */
+  private acceptRemote(key: string, bytes: Buffer, ttlMs: number): unknown {
+    const value = decodeUntrusted(bytes, key);
+    if (bytes.length <= this.options.maxValueBytes) {
+      this.enqueue(OP_FILL, key, hashKey(key), bytes, ttlMs > 0 ? Date.now() + ttlMs : 0);
+    }
+    return value;
+  }
+
+  /** Emits `error` only if someone listens: a background failure must never crash the process. */
+  private report(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
   // ---- reads -------------------------------------------------------------
@@ -262,6 +437,9 @@ export class ShardCache {
   /** Removes every entry. Returns once every owner has applied it. */
   clear(): void {
     if (this.closed) throw closedError();
+    if (this.handle.redis?.writeBehind && this.handle.redis.twemproxy) {
+      throw new ShardCacheError('ERR_NOT_SUPPORTED', 'clear() cannot reach Redis through twemproxy (it does not proxy SCAN); delete keys one by one, or set redis.writeBehind to false');
+    }
     for (let shard = 0; shard < this.shardCount; shard++) this.enqueueTo(shard, OP_CLEAR, '', 0, undefined, 0);
     this.overlay.clear();
     this.near?.clear();
@@ -297,6 +475,18 @@ export class ShardCache {
       deletes,
       evictions,
       expirations,
+      ...(this.handle.redis?.writeBehind ? { redis: this.redisStats() } : {}),
+    };
+  }
+
+  private redisStats(): RedisStats {
+    const f64 = this.controlF64;
+    return {
+      pending: Atomics.load(this.control, C_REDIS_PENDING),
+      flushed: f64[F_REDIS_FLUSHED]!,
+      retries: f64[F_REDIS_RETRIES]!,
+      failed: f64[F_REDIS_FAILED]!,
+      lastFlushMs: f64[F_REDIS_LAST_FLUSH_MS]!,
     };
   }
 
@@ -311,9 +501,20 @@ export class ShardCache {
     this.overlay.clear();
     this.near?.clear();
     if (this.pool) {
+      let flushError: unknown;
+      if (this.tier) {
+        try {
+          await this.tier.flush(DEFAULT_FLUSH_TIMEOUT_MS);
+        } catch (error) {
+          flushError = error;
+        }
+      }
       Atomics.store(this.control, C_CLOSED, 1);
       await this.pool.stop();
+      await this.tier?.close();
+      if (flushError) throw flushError;
     } else {
+      await this.tier?.close();
       const channel = new BroadcastChannel(this.handle.channel);
       channel.postMessage({ type: 'unregister', producer: this.producerId } satisfies ChannelMessage);
       channel.close();
@@ -364,7 +565,7 @@ export class ShardCache {
   }
 
   /** Wakes the owner if it sleeps. Only the producer that flips SLEEPING pays for the notify. */
-  private ringDoorbell(shard: number): void {
+  ringDoorbell(shard: number): void {
     const i32 = this.views[shard]!.i32;
     if (Atomics.load(i32, H_SLEEPING) === 1 && Atomics.compareExchange(i32, H_SLEEPING, 1, 0) === 1) {
       Atomics.add(i32, H_DOORBELL, 1);
@@ -403,7 +604,8 @@ export class ShardCache {
   private readQueued(queued: QueuedWrite): unknown {
     const ring = this.producers[queued.shard]!;
     const at = queued.offset;
-    if (ring.i32[(at + 4) >> 2] !== OP_SET) return undefined;
+    const op = ring.i32[(at + 4) >> 2];
+    if (op !== OP_SET && op !== OP_FILL) return undefined;
     const expires = ring.f64[(at + 24) >> 3]!;
     if (expires !== 0 && expires <= Date.now()) return undefined;
     const start = at + RECORD_HEADER_BYTES + ring.i32[(at + 12) >> 2]! * 2;
@@ -412,7 +614,8 @@ export class ShardCache {
 
   private queuedIsLive(queued: QueuedWrite): boolean {
     const ring = this.producers[queued.shard]!;
-    if (ring.i32[(queued.offset + 4) >> 2] !== OP_SET) return false;
+    const op = ring.i32[(queued.offset + 4) >> 2];
+    if (op !== OP_SET && op !== OP_FILL) return false;
     const expires = ring.f64[(queued.offset + 24) >> 3]!;
     return expires === 0 || expires > Date.now();
   }
@@ -459,6 +662,14 @@ export class ShardCache {
       }
     }
   }
+}
+
+/** Change-log ring size: room for each shard's share of maxPending short keys, within bounds. */
+function changeLogBytes(maxPending: number, shards: number): number {
+  const wanted = Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, Math.ceil(maxPending / shards) * 64));
+  let bytes = 1024 * 1024;
+  while (bytes < wanted) bytes *= 2;
+  return bytes;
 }
 
 function checkKey(key: unknown): asserts key is string {

@@ -3,6 +3,7 @@
  *
  *   Int32 words:  [0] closed  [1] next producer id  [2] next thread-stats slot
  *                 [3] writes waiting for Redis (pending)
+ *   Float64 4..7: Redis write-behind counters (flushed, retries, failed, last flush ms)
  *   Float64 (index 8 on): per-thread hit and miss counters, one 64-byte line
  *                 per thread so threads never write the same cache line.
  *
@@ -13,6 +14,12 @@ export const C_CLOSED = 0;
 export const C_NEXT_PRODUCER = 1;
 export const C_NEXT_THREAD = 2;
 export const C_REDIS_PENDING = 3;
+
+// Float64 counters of the Redis write-behind (written by the flushing thread only).
+export const F_REDIS_FLUSHED = 4;
+export const F_REDIS_RETRIES = 5;
+export const F_REDIS_FAILED = 6;
+export const F_REDIS_LAST_FLUSH_MS = 7;
 
 /** Float64 index of the first thread slot. */
 const THREADS_BASE = 8;

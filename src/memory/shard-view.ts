@@ -10,7 +10,7 @@
  */
 import { homeSlot } from '../hash.js';
 import {
-  E_EXPIRES, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, E_SEQ, ENTRY_HEADER_BYTES,
+  E_EXPIRES, E_FLAGS, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, E_SEQ, ENTRY_HEADER_BYTES,
   H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES,
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
@@ -36,6 +36,7 @@ export class ShardView {
   foundSeq = 0;
   foundExpires = 0;
   foundLength = 0;
+  foundFlags = 0;
   /** Entry offset that `probe` matched, already bounds-checked by `keyAt`. */
   probedOffset = 0;
 
@@ -73,6 +74,7 @@ export class ShardView {
       const seq = i32[this.slotBase + slot * SLOT_WORDS + 2]!;
       const length = i32[(offset + E_VALUE_LENGTH) >> 2]!;
       const expires = this.f64[(offset + E_EXPIRES) >> 3]!;
+      const flags = i32[(offset + E_FLAGS) >> 2]!;
       const start = offset + E_KEY + key.length * 2;
       if (expires !== 0 && expires <= now) {
         if (readValid(i32, stripe, version)) return NOT_FOUND;
@@ -89,6 +91,7 @@ export class ShardView {
       this.foundSeq = seq;
       this.foundExpires = expires;
       this.foundLength = length;
+      this.foundFlags = flags;
       return length;
     }
   }

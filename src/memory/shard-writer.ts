@@ -26,7 +26,7 @@ import {
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
 import { writeBegin, writeEnd } from './stripe-lock.js';
-import { OP_CLEAN, OP_CLEAR, OP_DELETE, OP_SET, RECORD_HEADER_BYTES, type Ring } from './write-queue.js';
+import { OP_CLEAN, OP_CLEAR, OP_DELETE, OP_FILL, OP_SET, RECORD_HEADER_BYTES, type Ring } from './write-queue.js';
 import type { ChangeLog } from './change-log.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
@@ -62,12 +62,18 @@ export class ShardWriter extends ShardView {
       this.applyClean(ring, offset);
       return true;
     }
+    if (op === OP_FILL) {
+      // A value read from Redis loses to anything written locally meanwhile.
+      const keyIndex = (offset + RECORD_HEADER_BYTES) >> 1;
+      if (this.probeCodeUnits(ring.u16, keyIndex, ring.i32[(offset + 12) >> 2]!, ring.i32[(offset + 8) >> 2]!) !== NOT_FOUND) return true;
+      return this.applySet(ring, offset, false);
+    }
     const log = this.changeLog;
     const keyLength = op === OP_CLEAR ? 0 : ring.i32[(offset + 12) >> 2]!;
     if (log !== undefined && !log.tryReserve(keyLength)) return false;
     switch (op) {
       case OP_SET:
-        if (!this.applySet(ring, offset)) return false;
+        if (!this.applySet(ring, offset, log !== undefined)) return false;
         break;
       case OP_DELETE: this.applyDelete(ring, offset); break;
       case OP_CLEAR: this.clear(); break;
@@ -79,7 +85,7 @@ export class ShardWriter extends ShardView {
     return true;
   }
 
-  private applySet(ring: Ring, offset: number): boolean {
+  private applySet(ring: Ring, offset: number, dirty: boolean): boolean {
     const ri32 = ring.i32;
     const hash = ri32[(offset + 8) >> 2]!;
     const keyLength = ri32[(offset + 12) >> 2]!;
@@ -106,14 +112,14 @@ export class ShardWriter extends ShardView {
     i32[(at + E_SEQ) >> 2] = seq;
     i32[(at + E_KEY_LENGTH) >> 2] = keyLength;
     i32[(at + E_VALUE_LENGTH) >> 2] = valueLength;
-    i32[(at + E_FLAGS) >> 2] = this.changeLog !== undefined ? FLAG_DIRTY : 0;
+    i32[(at + E_FLAGS) >> 2] = dirty ? FLAG_DIRTY : 0;
     this.f64[(at + E_EXPIRES) >> 3] = expires;
     this.u16.set(ring.u16.subarray(keyIndex, keyIndex + keyLength), (at + E_KEY) >> 1);
     const valueStart = offset + RECORD_HEADER_BYTES + keyLength * 2;
     ring.u8.copy(this.u8, at + E_KEY + keyLength * 2, valueStart, valueStart + valueLength);
     this.advanceHead(size);
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
-    if (this.changeLog !== undefined) i32[H_DIRTY]!++;
+    if (dirty) i32[H_DIRTY]!++;
 
     // Publish. Reserve may have evicted or moved slots, so locate the key now.
     const slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);

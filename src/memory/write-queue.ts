@@ -34,8 +34,10 @@ export const OP_WRAP = 0;
 export const OP_SET = 1;
 export const OP_DELETE = 2;
 export const OP_CLEAR = 3;
-/** Sent by the Redis flusher: the write stamped `expiresAt`-as-seq reached Redis. */
+/** Sent by the Redis flusher: the write stamped with the seq in the spare word reached Redis. */
 export const OP_CLEAN = 4;
+/** A value read from Redis: stored only if the key is absent, never written back to Redis. */
+export const OP_FILL = 5;
 
 export function createRing(capacity: number): SharedArrayBuffer {
   if ((capacity & (capacity - 1)) !== 0) throw new Error('ring capacity must be a power of two');

@@ -1,0 +1,335 @@
+/**
+ * Write-behind to Redis, run by the thread that created the cache.
+ *
+ * Owners log every applied change (op, key) to their shard's change log. The
+ * flusher drains the logs in batches and, for each key in a batch, sends the
+ * key's CURRENT local state: SET with the shard's msgpack bytes and remaining
+ * TTL as PX if the key is present, DEL if it is absent. Sending state rather
+ * than replaying operations is what coalesces (ten writes of a key in a batch
+ * are one SET) and what keeps order: one flush is in flight at a time, and any
+ * write after a state was read has its own record in a later batch.
+ *
+ * Entries stay dirty (never evicted) until Redis acknowledged their seq; the
+ * flusher then queues CLEAN(key, seq) to the owner, which clears the flag only
+ * if the key still holds that seq.
+ *
+ * Failures: a failed connection or timeout retries the whole batch with
+ * backoff, forever (the writes stay pending, and backpressure bounds them); a
+ * reply error for one key (WRONGTYPE, ...) retries that key up to
+ * `maxAttempts`, then drops it, counts it as failed and reports it. Every
+ * logged record ends up counted exactly once as flushed or failed.
+ */
+import { EventEmitter } from 'node:events';
+import { ShardCacheError } from '../errors.js';
+import {
+  C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
+} from '../memory/control.js';
+import { FLAG_DIRTY } from '../memory/layout.js';
+import { NOT_FOUND, Scratch, type ShardView } from '../memory/shard-view.js';
+import { OP_CLEAN, OP_CLEAR, RingConsumer, RingProducer, recordBytes } from '../memory/write-queue.js';
+import { Cluster } from 'ioredis';
+import type { WriteBehindOptions } from './redis-options.js';
+import { groupByNode, isConnectionError, type Client } from './redis-target.js';
+
+const BACKOFF_MIN_MS = 25;
+const BACKOFF_MAX_MS = 2_000;
+const SCAN_COUNT = 1000;
+
+interface PendingKey {
+  key: string;
+  hash: number;
+  shard: number;
+  /** Change-log records this key stands for in the batch. */
+  records: number;
+  attempts: number;
+}
+
+export interface WriteBehindConfig {
+  client: Client;
+  keyPrefix: string;
+  options: Required<WriteBehindOptions>;
+  views: readonly ShardView[];
+  changeLogs: readonly SharedArrayBuffer[];
+  /** The flusher's own write queues, for CLEAN records (never stalled by backpressure). */
+  cleanRings: readonly SharedArrayBuffer[];
+  control: SharedArrayBuffer;
+  /** Called when a key is dropped after maxAttempts. */
+  onKeyFailed: (key: string, error: Error) => void;
+  /** Wakes a shard's owner after CLEAN records were queued. */
+  wakeOwner: (shard: number) => void;
+}
+
+export class WriteBehind extends EventEmitter {
+  private readonly config: WriteBehindConfig;
+  private readonly logs: RingConsumer[];
+  private readonly cleans: RingProducer[];
+  private readonly control: Int32Array;
+  private readonly stats: Float64Array;
+  private readonly scratch = new Scratch();
+  /** Change-log position per shard up to which every record is flushed or failed. */
+  private readonly done: number[];
+  private running: Promise<void> | undefined;
+  private again = false;
+  private readonly timer: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(config: WriteBehindConfig) {
+    super();
+    this.config = config;
+    this.logs = config.changeLogs.map((sab) => new RingConsumer(sab));
+    this.cleans = config.cleanRings.map((sab) => new RingProducer(sab));
+    this.control = new Int32Array(config.control);
+    this.stats = new Float64Array(config.control);
+    this.done = this.logs.map((log) => log.position);
+    this.timer = setInterval(() => this.kick(), config.options.flushIntervalMs);
+    this.timer.unref();
+  }
+
+  get pending(): number {
+    return Atomics.load(this.control, C_REDIS_PENDING);
+  }
+
+  /** Starts a flush unless one is in flight; if one is, another follows it at once. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.runBatches().finally(() => {
+      this.running = undefined;
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      }
+    });
+  }
+
+  /** Log heads now: once `flushedThrough` them, every change logged before this call is in Redis. */
+  logHeads(): number[] {
+    return this.logs.map((log) => log.head);
+  }
+
+  flushedThrough(targets: readonly number[]): boolean {
+    return targets.every((target, shard) => ((this.done[shard]! - target) | 0) >= 0);
+  }
+
+  /** Resolves once every log record before `targets` is flushed or failed, or rejects after timeoutMs. */
+  async waitFlushed(targets: readonly number[], timeoutMs: number): Promise<void> {
+    if (this.flushedThrough(targets)) return;
+    this.kick();
+    await new Promise<void>((resolve, reject) => {
+      const onProgress = () => {
+        if (!this.flushedThrough(targets)) return this.kick();
+        cleanup();
+        resolve();
+      };
+      const timeout = setTimeout(() => {
+        cleanup();
+        reject(new ShardCacheError('ERR_FLUSH_TIMEOUT', `flush() timed out after ${timeoutMs} ms with ${this.pending} write(s) still pending for Redis`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timeout);
+        this.off('progress', onProgress);
+      };
+      this.on('progress', onProgress);
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  private async runBatches(): Promise<void> {
+    for (;;) {
+      const { keys, clear, ends, records } = this.collect();
+      if (records === 0) return;
+      const started = performance.now();
+      if (clear) await this.untilDone(() => this.clearRedis());
+      await this.send(keys);
+      for (let shard = 0; shard < ends.length; shard++) this.done[shard] = ends[shard]!;
+      this.stats[F_REDIS_LAST_FLUSH_MS] = performance.now() - started;
+      this.emit('progress');
+      if (this.stopped) return;
+    }
+  }
+
+  /** Takes up to batchSize records from the logs, coalesced by key. */
+  private collect(): { keys: PendingKey[]; clear: boolean; ends: number[]; records: number } {
+    const byKey = new Map<string, PendingKey>();
+    let clear = false;
+    let records = 0;
+    let clearRecords = 0;
+    const limit = this.config.options.batchSize;
+    for (let shard = 0; shard < this.logs.length; shard++) {
+      const log = this.logs[shard]!;
+      const share = Math.max(1, Math.ceil(limit / this.logs.length));
+      for (let n = 0; n < share; n++) {
+        const at = log.next();
+        if (at < 0) break;
+        const op = log.i32[(at + 4) >> 2]!;
+        records++;
+        if (op === OP_CLEAR) {
+          clear = true;
+          clearRecords++;
+        } else {
+          const key = log.readKey(at);
+          const found = byKey.get(key);
+          if (found) found.records++;
+          else byKey.set(key, { key, hash: log.i32[(at + 8) >> 2]!, shard, records: 1, attempts: 0 });
+        }
+        log.done(at);
+      }
+    }
+    if (clearRecords > 0) this.settle(clearRecords, 0);
+    return { keys: [...byKey.values()], clear, ends: this.logs.map((log) => log.position), records };
+  }
+
+  /** Sends the current state of `keys`, retrying until each is flushed or failed. */
+  private async send(keys: PendingKey[]): Promise<void> {
+    let todo = keys;
+    let backoff = BACKOFF_MIN_MS;
+    while (todo.length > 0) {
+      const retry: PendingKey[] = [];
+      let connectionFailed = false;
+      const now = Date.now();
+      const commands = todo.map((pending) => this.stateOf(pending, now));
+      const redisKeys = todo.map((p) => this.config.keyPrefix + p.key);
+      const groups = groupByNode(this.config.client, redisKeys);
+      await Promise.all(groups.map(async (group) => {
+        const pipeline = this.config.client.pipeline();
+        let sent = 0;
+        for (const i of group) {
+          const command = commands[i]!;
+          if (command.kind === 'skip') continue;
+          sent++;
+          if (command.kind === 'set') {
+            if (command.px > 0) pipeline.set(redisKeys[i]!, command.bytes, 'PX', command.px);
+            else pipeline.set(redisKeys[i]!, command.bytes);
+          } else {
+            pipeline.del(redisKeys[i]!);
+          }
+        }
+        let results: [Error | null, unknown][] | null = [];
+        if (sent > 0) {
+          try {
+            results = await pipeline.exec();
+          } catch (error) {
+            results = null;
+            this.emit('connectionError', error);
+          }
+        }
+        let r = 0;
+        for (const i of group) {
+          const pending = todo[i]!;
+          const command = commands[i]!;
+          if (command.kind === 'skip') {
+            this.settle(pending.records, 0);
+            continue;
+          }
+          const error = results === null ? new Error('pipeline failed') : results[r++]?.[0] ?? null;
+          if (error === null) {
+            this.settle(pending.records, 0);
+            if (command.kind === 'set') this.queueClean(pending, command.seq);
+          } else if (results === null || isConnectionError(error)) {
+            connectionFailed = true;
+            retry.push(pending);
+          } else if (++pending.attempts >= this.config.options.maxAttempts) {
+            this.settle(0, pending.records);
+            this.config.onKeyFailed(pending.key, error);
+          } else {
+            retry.push(pending);
+          }
+        }
+      }));
+      for (let shard = 0; shard < this.cleans.length; shard++) this.config.wakeOwner(shard);
+      todo = retry;
+      if (todo.length > 0) {
+        this.stats[F_REDIS_RETRIES]! += todo.length;
+        await delay(connectionFailed ? backoff : BACKOFF_MIN_MS);
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+
+  private stateOf(pending: PendingKey, now: number):
+    | { kind: 'set'; bytes: Buffer; px: number; seq: number }
+    | { kind: 'del' }
+    | { kind: 'skip' } {
+    const view = this.config.views[pending.shard]!;
+    const length = view.read(pending.key, pending.hash, now, this.scratch);
+    if (length === NOT_FOUND) return { kind: 'del' };
+    // Already acknowledged by Redis in an earlier batch: nothing new to send.
+    if ((view.foundFlags & FLAG_DIRTY) === 0) return { kind: 'skip' };
+    const px = view.foundExpires === 0 ? 0 : Math.max(1, Math.ceil(view.foundExpires - now));
+    return { kind: 'set', bytes: Buffer.from(this.scratch.buffer.subarray(0, length)), px, seq: view.foundSeq };
+  }
+
+  private settle(flushed: number, failed: number): void {
+    if (flushed > 0) this.stats[F_REDIS_FLUSHED]! += flushed;
+    if (failed > 0) this.stats[F_REDIS_FAILED]! += failed;
+    Atomics.sub(this.control, C_REDIS_PENDING, flushed + failed);
+  }
+
+  /** Tells the owner Redis has the write stamped `seq`, so the entry may be evicted again. */
+  private queueClean(pending: PendingKey, seq: number): void {
+    const ring = this.cleans[pending.shard]!;
+    const size = recordBytes(pending.key.length, 0);
+    let at = ring.tryReserve(size);
+    // The owner drains CLEAN records even when stalled, so room comes quickly;
+    // if it does not, the entry merely stays dirty (kept) a while longer.
+    for (let tries = 0; at < 0 && tries < 100; tries++) {
+      this.config.wakeOwner(pending.shard);
+      ring.waitForRoom(1);
+      at = ring.tryReserve(size);
+    }
+    if (at < 0) return;
+    ring.writeHeader(at, size, OP_CLEAN, pending.hash, pending.key.length, 0, 0);
+    ring.i32[(at + 20) >> 2] = seq;
+    ring.writeKey(at, pending.key);
+    ring.publish();
+  }
+
+  /** Deletes every key under the prefix (clear()). */
+  private async clearRedis(): Promise<void> {
+    const client = this.config.client;
+    const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+    const match = `${escapeGlob(this.config.keyPrefix)}*`;
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+        cursor = next;
+        if (found.length > 0) {
+          // One key per command: in a Cluster a multi-key UNLINK must stay in one slot.
+          const pipeline = node.pipeline();
+          for (const key of found) pipeline.unlink(key);
+          await pipeline.exec();
+        }
+      } while (cursor !== '0');
+    }
+  }
+
+  private async untilDone(attempt: () => Promise<void>): Promise<void> {
+    let backoff = BACKOFF_MIN_MS;
+    for (;;) {
+      try {
+        return await attempt();
+      } catch (error) {
+        this.emit('connectionError', error);
+        this.stats[F_REDIS_RETRIES]!++;
+        await delay(backoff);
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
+}
