@@ -16,6 +16,7 @@ export type ShardCacheErrorCode =
   | 'ERR_LOCK_TIMEOUT'
   | 'ERR_LOCK_LOST'
   | 'ERR_NOT_SUPPORTED'
+  | 'ERR_NOT_A_NUMBER'
   | 'ERR_REDIS'
   | 'ERR_OWNER_FAILED';
 

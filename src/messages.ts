@@ -13,6 +13,8 @@ export interface CacheHandle {
   readonly channel: string;
   readonly shards: readonly SharedArrayBuffer[];
   readonly control: SharedArrayBuffer;
+  /** The process-wide lock table (lock-table.ts). */
+  readonly locks: SharedArrayBuffer;
   readonly options: ResolvedCoreOptions;
   /** What the Redis tier does, if there is one (the connection stays on the creating thread). */
   readonly redis?: { readonly writeBehind: boolean; readonly readThrough: boolean; readonly twemproxy: boolean };
@@ -35,10 +37,10 @@ export type ChannelMessage =
   | { type: 'registered'; producer: number; shard: number }
   | { type: 'unregister'; producer: number }
   // Attached threads ask the creating thread, which owns the Redis connection.
-  | { type: 'fetch'; id: number; producer: number; key: string }
-  | { type: 'fetched'; id: number; producer: number; bytes: Uint8Array | null; ttlMs: number; error?: WireError }
-  | { type: 'flush'; id: number; producer: number; timeoutMs: number }
-  | { type: 'flushed'; id: number; producer: number; error?: WireError };
+  | { type: 'call'; id: number; producer: number; method: TierMethod; args: unknown[] }
+  | { type: 'result'; id: number; producer: number; value: unknown; error?: WireError | undefined };
+
+export type TierMethod = 'fetch' | 'read' | 'fetchMany' | 'flush' | 'lockAcquire' | 'lockRelease' | 'lockExtend' | 'incr';
 
 /** workerData of a shard owner. */
 export interface OwnerData {

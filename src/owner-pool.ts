@@ -135,6 +135,8 @@ export class OwnerPool extends EventEmitter {
       this.workers.map(async (worker) => {
         if (!worker) return;
         const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+        // Keep the process alive until the owner has applied what is queued.
+        worker.ref();
         worker.postMessage({ type: 'stop' } satisfies ToOwner);
         await exited;
       }),

@@ -21,18 +21,22 @@ import { decodeRange, decodeUntrusted, encode } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
 import {
-  C_CLOSED, C_NEXT_PRODUCER, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
+  C_CLOSED, C_NEXT_LOCK_TOKEN, C_NEXT_PRODUCER, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
   T_HITS, T_MISSES, createControl, sumThreadCounter, takeThreadSlot,
 } from './memory/control.js';
 import {
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, H_ARENA_USED, H_DOORBELL, H_ENTRIES, H_SLEEPING,
-  MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
+  FLAG_DIRTY, MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
 } from './memory/layout.js';
 import { NOT_FOUND, Scratch, ShardView } from './memory/shard-view.js';
 import {
-  OP_CLEAR, OP_DELETE, OP_FILL, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
+  OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
 } from './memory/write-queue.js';
+import { InvalidationBus } from './redis/invalidation-bus.js';
+import type { RemoteValue } from './redis/read-through.js';
 import { resolveRedisOptions } from './redis/redis-options.js';
+import { LockTable, createLockTable } from './memory/lock-table.js';
+import { acquireLock, type Lock, type LockBackend, type LockOptions } from './lock.js';
 import { RedisTier, RemoteTier, type TierAccess } from './redis/redis-tier.js';
 import { WriteBehind } from './redis/write-behind.js';
 import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
@@ -118,15 +122,16 @@ export class ShardCache extends EventEmitter {
   private readonly control: Int32Array;
   private readonly controlF64: Float64Array;
   private readonly statsSlot: number;
-  private readonly shardCount: number;
+  readonly shardCount: number;
   private readonly near: LRUCache<string, NearEntry> | undefined;
   private readonly scratch = new Scratch();
   private readonly overlay = new Map<string, QueuedWrite>();
   private overlaySweepAt = OVERLAY_SWEEP_MIN;
   private readonly pool: OwnerPool | undefined;
   private tier: TierAccess | undefined;
+  private lockTable: LockTable | undefined;
   private readonly fetches = new Map<string, Promise<unknown>>();
-  private closed = false;
+  closed = false;
 
   private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
     super();
@@ -155,6 +160,7 @@ export class ShardCache extends EventEmitter {
       channel: `shardcache:${randomUUID()}`,
       shards,
       control,
+      locks: createLockTable(),
       options: resolved,
     };
     const producer = newProducer(controlI32, resolved);
@@ -166,6 +172,7 @@ export class ShardCache extends EventEmitter {
 
     const redis = resolveRedisOptions(options.redis);
     const wb = redis.writeBehind;
+    const invalidation = redis.invalidation;
     const withRedis: CacheHandle = {
       ...handle,
       redis: { writeBehind: wb !== false, readThrough: redis.readThrough, twemproxy: redis.twemproxy },
@@ -185,6 +192,19 @@ export class ShardCache extends EventEmitter {
     }
     const cache = new ShardCache(withRedis, producer, pool);
     const wakeOwner = (shard: number) => cache.ringDoorbell(shard);
+    let tier: RedisTier | undefined;
+    const bus = invalidation
+      ? new InvalidationBus(redis.client, redis.keyPrefix, {
+        drop: (keys) => {
+          tier?.readThrough.invalidate(keys);
+          if (!cache.closed) for (const key of keys) cache.enqueue(OP_DROP, key, hashKey(key), undefined, 0, false);
+        },
+        dropAll: () => {
+          tier?.readThrough.invalidateAll();
+          if (!cache.closed) for (let shard = 0; shard < cache.shardCount; shard++) cache.enqueueTo(shard, OP_DROP_CLEAN, '', 0, undefined, 0, false);
+        },
+      })
+      : undefined;
     let writeBehind: WriteBehind | undefined;
     if (wb !== false && flusher && changeLogs) {
       writeBehind = new WriteBehind({
@@ -200,10 +220,21 @@ export class ShardCache extends EventEmitter {
           { key },
         )),
         wakeOwner,
+        onFlushed: bus ? (keys) => bus.publish(keys) : undefined,
       });
     }
     if (redis.ownsClient) redis.client.on('error', (error: Error) => cache.report(error));
-    cache.tier = new RedisTier(redis, writeBehind, pool, handle.channel, wakeOwner);
+    tier = new RedisTier({
+      options: redis,
+      writeBehind,
+      bus,
+      pool,
+      channel: handle.channel,
+      wakeOwner,
+      fillLocal: (key, remote) => cache.fillLocal(key, remote, false),
+    });
+    cache.tier = tier;
+    if (bus) await bus.ready.catch(() => {});
     return cache;
   }
 
@@ -251,7 +282,7 @@ export class ShardCache extends EventEmitter {
       const remote = await this.tier.fetchMany(missing.map((i) => keys[i]!));
       missing.forEach((i, n) => {
         const found = remote[n]!;
-        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found.bytes, found.ttlMs) as T;
+        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found) as T;
       });
     }
     if (options?.loader) {
@@ -279,7 +310,7 @@ export class ShardCache extends EventEmitter {
     if (this.tier && this.handle.redis?.readThrough) {
       const remote = await this.tier.fetch(key);
       if (this.closed) throw closedError();
-      if (remote.bytes) return this.acceptRemote(key, remote.bytes, remote.ttlMs);
+      if (remote.bytes) return this.acceptRemote(key, remote);
     }
     if (options?.loader) {
       const value = await options.loader(key);
@@ -290,12 +321,140 @@ export class ShardCache extends EventEmitter {
   }
 
   /** Decodes bytes read from Redis and keeps a local copy (never written back). */
-  private acceptRemote(key: string, bytes: Buffer, ttlMs: number): unknown {
-    const value = decodeUntrusted(bytes, key);
-    if (bytes.length <= this.options.maxValueBytes) {
-      this.enqueue(OP_FILL, key, hashKey(key), bytes, ttlMs > 0 ? Date.now() + ttlMs : 0);
-    }
+  private acceptRemote(key: string, remote: RemoteValue): unknown {
+    const value = decodeUntrusted(remote.bytes!, key);
+    this.fillLocal(key, remote, true);
     return value;
+  }
+
+  /** Stores a value read from Redis locally, unless it may be stale (invalidated in flight). */
+  private fillLocal(key: string, remote: RemoteValue, overlay: boolean): void {
+    if (this.closed || !remote.cacheable || !remote.bytes || remote.bytes.length > this.options.maxValueBytes) return;
+    this.enqueue(OP_FILL, key, hashKey(key), remote.bytes, remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0, overlay);
+  }
+
+  // ---- atomic operations and locks ----------------------------------------
+
+  /**
+   * An exclusive lock on `key` with a fencing token: across every thread of
+   * the process, and with Redis across processes and hosts too.
+   */
+  async lock(key: string, options?: LockOptions): Promise<Lock> {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    return acquireLock(key, this.lockBackend(key), options);
+  }
+
+  /**
+   * Adds `by` to the number stored at `key` (absent counts as 0) and returns
+   * the new value. Atomic for every thread; with Redis, decided in Redis and so
+   * atomic across processes, then cached locally.
+   */
+  async incr(key: string, by = 1): Promise<number> {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    if (typeof by !== 'number' || !Number.isFinite(by)) throw new ShardCacheError('ERR_INVALID_OPTION', `incr: by must be a finite number (got ${describe(by)})`);
+    const tier = this.tier;
+    if (tier) {
+      // A local write of the key still on its way to Redis would land after
+      // the increment and undo it: let it land first.
+      if (this.mayBePending(key)) await this.flush();
+      const value = await tier.incr(key, by);
+      if (!this.closed) this.enqueue(OP_PUT, key, hashKey(key), encode(value), 0, true);
+      return value;
+    }
+    return this.withLocalLock(key, async () => {
+      const current = this.get(key);
+      if (current !== undefined && typeof current !== 'number') {
+        throw new ShardCacheError('ERR_NOT_A_NUMBER', `incr: the value of ${describe(key)} is not a number`);
+      }
+      const value = (current ?? 0) + by;
+      this.set(key, value);
+      return value;
+    });
+  }
+
+  /**
+   * Atomic read-modify-write: `fn` gets the current value (or undefined) and
+   * returns the new one, or undefined to delete. Under `lock(key)`: within the
+   * process without Redis, across processes with it (reading Redis's value).
+   */
+  async update<T = unknown>(key: string, fn: (current: T | undefined) => T | undefined | Promise<T | undefined>, options?: LockOptions): Promise<T | undefined> {
+    if (this.closed) throw closedError();
+    checkKey(key);
+    if (typeof fn !== 'function') throw new ShardCacheError('ERR_INVALID_OPTION', 'update: fn must be a function');
+    const tier = this.tier;
+    if (!tier) {
+      return this.withLocalLock(key, async () => {
+        const next = await fn(this.get(key) as T | undefined);
+        if (next === undefined) this.delete(key);
+        else this.set(key, next);
+        return next;
+      });
+    }
+    const lock = await this.lock(key, options);
+    try {
+      if (this.mayBePending(key)) await this.flush();
+      const remote = await tier.read(key);
+      const current = remote.bytes ? decodeUntrusted(remote.bytes, key) as T : undefined;
+      const next = await fn(current);
+      if (next === undefined) this.delete(key);
+      else this.set(key, next);
+      // The next holder, in any process, reads Redis: it must find this value there.
+      await this.flush();
+      return next;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async withLocalLock<R>(key: string, body: () => Promise<R>): Promise<R> {
+    const lock = await acquireLock(key, this.localLockBackend(key), {});
+    try {
+      const result = await body();
+      // Visible to every thread before the next holder reads.
+      await this.settled();
+      return result;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private lockBackend(key: string): LockBackend<unknown> {
+    const tier = this.tier;
+    if (!tier) return this.localLockBackend(key) as LockBackend<unknown>;
+    return {
+      tryAcquire: async (ttlMs) => {
+        const got = await tier.lockAcquire(key, ttlMs);
+        return got ? { holder: got.token, fence: got.fence } : null;
+      },
+      // Redis has no wait-for-key; poll with a growing, jittered pause.
+      pause: (attempt, maxMs) => delay(Math.min(maxMs, Math.min(50, 2 << Math.min(attempt, 5)) * (0.5 + Math.random()))),
+      release: (token) => tier.lockRelease(key, token as string),
+      extend: (token, ttlMs) => tier.lockExtend(key, token as string, ttlMs),
+    };
+  }
+
+  private localLockBackend(key: string): LockBackend<number> {
+    const table = (this.lockTable ??= new LockTable(this.handle.locks, this.control, C_NEXT_LOCK_TOKEN));
+    const slot = table.slotOf(hashKey(key));
+    return {
+      tryAcquire: async (ttlMs) => {
+        const got = table.tryAcquire(slot, ttlMs);
+        return got ? { holder: got.token, fence: got.fence } : null;
+      },
+      pause: (_attempt, maxMs) => table.waitForChange(slot, Math.min(maxMs, 50)),
+      release: async (token) => table.release(slot, token),
+      extend: async (token, ttlMs) => table.extend(slot, token, ttlMs),
+    };
+  }
+
+  /** Whether a local write of `key` may not have reached Redis yet. */
+  private mayBePending(key: string): boolean {
+    if (this.overlay.has(key)) return true;
+    const hash = hashKey(key);
+    const view = this.views[shardOf(hash, this.shardCount)]!;
+    return view.read(key, hash, Date.now(), this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0;
   }
 
   /** Emits `error` only if someone listens: a background failure must never crash the process. */
@@ -440,7 +599,7 @@ export class ShardCache extends EventEmitter {
     if (this.handle.redis?.writeBehind && this.handle.redis.twemproxy) {
       throw new ShardCacheError('ERR_NOT_SUPPORTED', 'clear() cannot reach Redis through twemproxy (it does not proxy SCAN); delete keys one by one, or set redis.writeBehind to false');
     }
-    for (let shard = 0; shard < this.shardCount; shard++) this.enqueueTo(shard, OP_CLEAR, '', 0, undefined, 0);
+    for (let shard = 0; shard < this.shardCount; shard++) this.enqueueTo(shard, OP_CLEAR, '', 0, undefined, 0, false);
     this.overlay.clear();
     this.near?.clear();
     this.settledSync();
@@ -536,11 +695,12 @@ export class ShardCache extends EventEmitter {
 
   // ---- internals ---------------------------------------------------------
 
-  private enqueue(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number): void {
-    this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires);
+  private enqueue(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true): void {
+    this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires, overlay);
   }
 
-  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number): void {
+  /** Queues a write; with `overlay`, this thread sees it at once (read-your-writes). */
+  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true): void {
     const producer = this.producers[shard]!;
     const valueLength = bytes === undefined ? 0 : bytes.length;
     const size = recordBytes(key.length, valueLength);
@@ -550,7 +710,7 @@ export class ShardCache extends EventEmitter {
     producer.writeKey(offset, key);
     if (bytes !== undefined) producer.u8.set(bytes, offset + RECORD_HEADER_BYTES + key.length * 2);
     const end = producer.publish();
-    if (op !== OP_CLEAR) {
+    if (overlay && op !== OP_CLEAR) {
       const queued = this.overlay.get(key);
       if (queued !== undefined) {
         queued.shard = shard;
@@ -605,7 +765,7 @@ export class ShardCache extends EventEmitter {
     const ring = this.producers[queued.shard]!;
     const at = queued.offset;
     const op = ring.i32[(at + 4) >> 2];
-    if (op !== OP_SET && op !== OP_FILL) return undefined;
+    if (op !== OP_SET && op !== OP_FILL && op !== OP_PUT) return undefined;
     const expires = ring.f64[(at + 24) >> 3]!;
     if (expires !== 0 && expires <= Date.now()) return undefined;
     const start = at + RECORD_HEADER_BYTES + ring.i32[(at + 12) >> 2]! * 2;
@@ -615,7 +775,7 @@ export class ShardCache extends EventEmitter {
   private queuedIsLive(queued: QueuedWrite): boolean {
     const ring = this.producers[queued.shard]!;
     const op = ring.i32[(queued.offset + 4) >> 2];
-    if (op !== OP_SET && op !== OP_FILL) return false;
+    if (op !== OP_SET && op !== OP_FILL && op !== OP_PUT) return false;
     const expires = ring.f64[(queued.offset + 24) >> 3]!;
     return expires === 0 || expires > Date.now();
   }
@@ -670,6 +830,10 @@ function changeLogBytes(maxPending: number, shards: number): number {
   let bytes = 1024 * 1024;
   while (bytes < wanted) bytes *= 2;
   return bytes;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function checkKey(key: unknown): asserts key is string {

@@ -2,7 +2,7 @@
  * The cache-wide control block: one small SharedArrayBuffer every thread maps.
  *
  *   Int32 words:  [0] closed  [1] next producer id  [2] next thread-stats slot
- *                 [3] writes waiting for Redis (pending)
+ *                 [3] writes waiting for Redis (pending)  [4] next lock-table token
  *   Float64 4..7: Redis write-behind counters (flushed, retries, failed, last flush ms)
  *   Float64 (index 8 on): per-thread hit and miss counters, one 64-byte line
  *                 per thread so threads never write the same cache line.
@@ -14,6 +14,7 @@ export const C_CLOSED = 0;
 export const C_NEXT_PRODUCER = 1;
 export const C_NEXT_THREAD = 2;
 export const C_REDIS_PENDING = 3;
+export const C_NEXT_LOCK_TOKEN = 4;
 
 // Float64 counters of the Redis write-behind (written by the flushing thread only).
 export const F_REDIS_FLUSHED = 4;

@@ -26,7 +26,9 @@ import {
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
 import { writeBegin, writeEnd } from './stripe-lock.js';
-import { OP_CLEAN, OP_CLEAR, OP_DELETE, OP_FILL, OP_SET, RECORD_HEADER_BYTES, type Ring } from './write-queue.js';
+import {
+  OP_CLEAN, OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, RECORD_HEADER_BYTES, type Ring,
+} from './write-queue.js';
 import type { ChangeLog } from './change-log.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
@@ -62,11 +64,22 @@ export class ShardWriter extends ShardView {
       this.applyClean(ring, offset);
       return true;
     }
-    if (op === OP_FILL) {
-      // A value read from Redis loses to anything written locally meanwhile.
-      const keyIndex = (offset + RECORD_HEADER_BYTES) >> 1;
-      if (this.probeCodeUnits(ring.u16, keyIndex, ring.i32[(offset + 12) >> 2]!, ring.i32[(offset + 8) >> 2]!) !== NOT_FOUND) return true;
-      return this.applySet(ring, offset, false);
+    // Local-only operations: decided by Redis or another process, never logged.
+    switch (op) {
+      case OP_FILL:
+        // A value read from Redis loses to anything written locally meanwhile.
+        if (this.probeRecordKey(ring, offset) !== NOT_FOUND) return true;
+        return this.applySet(ring, offset, false);
+      case OP_PUT:
+        return this.applySet(ring, offset, false);
+      case OP_DROP: {
+        const slot = this.probeRecordKey(ring, offset);
+        if (slot !== NOT_FOUND && !this.isDirty(slot)) this.removeSlot(slot);
+        return true;
+      }
+      case OP_DROP_CLEAN:
+        this.dropClean();
+        return true;
     }
     const log = this.changeLog;
     const keyLength = op === OP_CLEAR ? 0 : ring.i32[(offset + 12) >> 2]!;
@@ -154,6 +167,23 @@ export class ShardWriter extends ShardView {
     this.forgetDirty(this.i32[this.slotBase + slot * SLOT_WORDS + 1]!);
     this.removeSlot(slot);
     this.f64[F_DELETES]!++;
+  }
+
+  private probeRecordKey(ring: Ring, offset: number): number {
+    return this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, ring.i32[(offset + 12) >> 2]!, ring.i32[(offset + 8) >> 2]!);
+  }
+
+  private isDirty(slot: number): boolean {
+    const at = this.i32[this.slotBase + slot * SLOT_WORDS + 1]!;
+    return (this.i32[(at + E_FLAGS) >> 2]! & FLAG_DIRTY) !== 0;
+  }
+
+  /** Removes every entry that does not wait for Redis. */
+  private dropClean(): void {
+    for (let i = 0; i < this.slots;) {
+      if (this.i32[this.slotBase + i * SLOT_WORDS] !== 0 && !this.isDirty(i)) this.removeSlot(i);
+      else i++; // after a removal, backward shift may have moved another slot into i
+    }
   }
 
   /** Redis acknowledged the write stamped `seq` (carried in the record's spare word). */

@@ -38,6 +38,12 @@ export const OP_CLEAR = 3;
 export const OP_CLEAN = 4;
 /** A value read from Redis: stored only if the key is absent, never written back to Redis. */
 export const OP_FILL = 5;
+/** A value Redis decided (incr): stored over whatever is there, never written back to Redis. */
+export const OP_PUT = 6;
+/** Another process changed the key: drop the local copy unless a local write of it still waits for Redis. */
+export const OP_DROP = 7;
+/** Invalidations may have been missed: drop every entry that does not wait for Redis. */
+export const OP_DROP_CLEAN = 8;
 
 export function createRing(capacity: number): SharedArrayBuffer {
   if ((capacity & (capacity - 1)) !== 0) throw new Error('ring capacity must be a power of two');

@@ -14,12 +14,22 @@ export interface RemoteValue {
   bytes: Buffer | null;
   /** Remaining TTL in ms, or 0 for none. */
   ttlMs: number;
+  /**
+   * False if the key was invalidated while the read was in flight: the bytes
+   * may predate another process's write, so they are returned but not cached
+   * (the race described in Redis's client-side caching documentation).
+   */
+  cacheable: boolean;
 }
 
 export class ReadThrough {
   private readonly client: Client;
   private readonly keyPrefix: string;
-  private readonly inFlight = new Map<string, Promise<RemoteValue>>();
+  private readonly inFlight = new Map<string, { promise: Promise<RemoteValue>; stale: boolean }>();
+  /** Bumped by invalidateAll: reads started before it are not cached. */
+  private epoch = 0;
+  /** Bumped by every invalidate: a batch read during one is not cached. */
+  private invalidations = 0;
 
   constructor(client: Client, keyPrefix: string) {
     this.client = client;
@@ -29,10 +39,34 @@ export class ReadThrough {
   get(key: string): Promise<RemoteValue> {
     let request = this.inFlight.get(key);
     if (request === undefined) {
-      request = this.read(key).finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, request);
+      const epoch = this.epoch;
+      const entry = { promise: undefined as unknown as Promise<RemoteValue>, stale: false };
+      entry.promise = this.read(key).then((remote) => {
+        remote.cacheable = !entry.stale && epoch === this.epoch;
+        return remote;
+      }).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, entry);
+      request = entry;
     }
-    return request;
+    return request.promise;
+  }
+
+  /** Another process changed `keys`: reads of them now in flight must not be cached. */
+  invalidate(keys: readonly string[]): void {
+    this.invalidations++;
+    for (const key of keys) {
+      const request = this.inFlight.get(key);
+      if (request) request.stale = true;
+    }
+  }
+
+  invalidateAll(): void {
+    this.epoch++;
+  }
+
+  /** A read of its own, not shared with one in flight. */
+  readFresh(key: string): Promise<RemoteValue> {
+    return this.read(key);
   }
 
   private async read(key: string): Promise<RemoteValue> {
@@ -48,6 +82,8 @@ export class ReadThrough {
   async getMany(keys: readonly string[]): Promise<RemoteValue[]> {
     const redisKeys = keys.map((key) => this.keyPrefix + key);
     const out = new Array<RemoteValue>(keys.length);
+    const epoch = this.epoch;
+    const invalidations = this.invalidations;
     const cluster = this.client instanceof Cluster;
     await Promise.all(groupByNode(this.client, redisKeys).map(async (group) => {
       const mgets = cluster ? groupBySlot(group, redisKeys) : [group];
@@ -61,6 +97,8 @@ export class ReadThrough {
         if (error) throw error;
         part.forEach((i, n) => {
           out[i] = toRemote([null, (values as (Buffer | null)[])[n] ?? null], results[r++]);
+          // No per-key tracking for batches: any invalidation meanwhile makes them uncacheable.
+          out[i]!.cacheable = epoch === this.epoch && invalidations === this.invalidations;
         });
       });
     }));
@@ -84,5 +122,5 @@ function toRemote(get: [Error | null, unknown] | undefined, pttl: [Error | null,
   if (get[0]) throw get[0];
   const bytes = (get[1] as Buffer | null) ?? null;
   const ms = pttl && !pttl[0] ? Number(pttl[1]) : -1;
-  return { bytes, ttlMs: ms > 0 ? ms : 0 };
+  return { bytes, ttlMs: ms > 0 ? ms : 0, cacheable: true };
 }

@@ -2,7 +2,7 @@
  * Options of the Redis tier, their defaults and validation.
  */
 import { Cluster, Redis } from 'ioredis';
-import { invalidOption } from '../errors.js';
+import { ShardCacheError, invalidOption } from '../errors.js';
 
 export interface WriteBehindOptions {
   /**
@@ -61,9 +61,17 @@ export interface RedisOptions {
    * @default false
    */
   twemproxy?: boolean;
+  /**
+   * The invalidation bus: after this process's writes reach Redis, other
+   * processes drop their local copies (and this one drops copies others
+   * changed). Needs pub/sub, which twemproxy does not proxy.
+   * @default true, false with twemproxy
+   */
+  invalidation?: boolean;
 }
 
 export interface ResolvedRedisOptions {
+  invalidation: boolean;
   client: Redis | Cluster;
   ownsClient: boolean;
   keyPrefix: string;
@@ -96,6 +104,11 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
   const twemproxy = options.twemproxy ?? false;
   if (typeof twemproxy !== 'boolean') throw invalidOption('redis.twemproxy', 'must be a boolean', twemproxy);
 
+  const invalidation = options.invalidation ?? !twemproxy;
+  if (typeof invalidation !== 'boolean') throw invalidOption('redis.invalidation', 'must be a boolean', invalidation);
+  if (invalidation && twemproxy) {
+    throw new ShardCacheError('ERR_NOT_SUPPORTED', 'options.redis.invalidation needs pub/sub, which twemproxy does not proxy; leave it off with twemproxy');
+  }
   let writeBehind: ResolvedRedisOptions['writeBehind'] = false;
   if (options.writeBehind !== false) {
     const wb = options.writeBehind ?? {};
@@ -108,7 +121,7 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
     };
   }
   const made = client ?? new Redis(url!, { lazyConnect: false });
-  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy };
+  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy, invalidation };
 }
 
 function positive(value: unknown, name: string, min: number, integer = false): number {

@@ -12,35 +12,61 @@ import { ShardCacheError } from '../errors.js';
 import { R_TAIL, Ring } from '../memory/write-queue.js';
 import type { ChannelMessage, WireError } from '../messages.js';
 import type { OwnerPool } from '../owner-pool.js';
+import { randomBytes } from 'node:crypto';
+import type { InvalidationBus } from './invalidation-bus.js';
 import { ReadThrough, type RemoteValue } from './read-through.js';
+import { ACQUIRE_LOCK, EXTEND_LOCK, INCREMENT, RELEASE_LOCK } from './redis-scripts.js';
 import type { ResolvedRedisOptions } from './redis-options.js';
 import type { WriteBehind } from './write-behind.js';
 
 export interface TierAccess {
   fetch(key: string): Promise<RemoteValue>;
+  /** A fresh read, not shared with reads already in flight (for update under a lock). */
+  read(key: string): Promise<RemoteValue>;
   fetchMany(keys: readonly string[]): Promise<RemoteValue[]>;
   /** Resolves once every write issued (by any thread) before the call is in Redis. */
   flush(timeoutMs: number): Promise<void>;
+  /** One attempt at the Redis lock: { token, fence } or null if someone holds it. */
+  lockAcquire(key: string, ttlMs: number): Promise<{ token: string; fence: number } | null>;
+  lockRelease(key: string, token: string): Promise<boolean>;
+  lockExtend(key: string, token: string, ttlMs: number): Promise<boolean>;
+  /** INCRBY decided in Redis (on the msgpack value); returns the new value. */
+  incr(key: string, by: number): Promise<number>;
   close(): Promise<void>;
 }
 
-export class RedisTier implements TierAccess {
-  private readonly options: ResolvedRedisOptions;
-  private readonly readThrough: ReadThrough;
-  private readonly writeBehind: WriteBehind | undefined;
-  private readonly pool: OwnerPool;
-  private readonly channel: BroadcastChannel;
-  private readonly wakeOwner: (shard: number) => void;
+type Method = Exclude<keyof TierAccess, 'close'>;
 
-  constructor(options: ResolvedRedisOptions, writeBehind: WriteBehind | undefined, pool: OwnerPool, channelName: string, wakeOwner: (shard: number) => void) {
-    this.options = options;
-    this.readThrough = new ReadThrough(options.client, options.keyPrefix);
-    this.writeBehind = writeBehind;
-    this.pool = pool;
-    this.wakeOwner = wakeOwner;
-    this.channel = new BroadcastChannel(channelName);
+export interface RedisTierConfig {
+  options: ResolvedRedisOptions;
+  writeBehind: WriteBehind | undefined;
+  bus: InvalidationBus | undefined;
+  pool: OwnerPool;
+  channel: string;
+  wakeOwner: (shard: number) => void;
+  /** Keeps a local copy of a value read from Redis for another thread (this thread orders it after invalidations). */
+  fillLocal: (key: string, remote: RemoteValue) => void;
+}
+
+export class RedisTier implements TierAccess {
+  private readonly config: RedisTierConfig;
+  readonly readThrough: ReadThrough;
+  private readonly channel: BroadcastChannel;
+
+  constructor(config: RedisTierConfig) {
+    this.config = config;
+    this.readThrough = new ReadThrough(config.options.client, config.options.keyPrefix);
+    this.channel = new BroadcastChannel(config.channel);
     this.channel.unref();
     this.channel.onmessage = (event: unknown) => this.serve((event as { data: ChannelMessage }).data);
+  }
+
+  private get client() {
+    return this.config.options.client;
+  }
+
+  private key(key: string): string {
+    return this.config.options.keyPrefix + key;
   }
 
   fetch(key: string): Promise<RemoteValue> {
@@ -51,13 +77,17 @@ export class RedisTier implements TierAccess {
     return this.readThrough.getMany(keys);
   }
 
+  read(key: string): Promise<RemoteValue> {
+    return this.readThrough.readFresh(key);
+  }
+
   async flush(timeoutMs: number): Promise<void> {
-    const writeBehind = this.writeBehind;
+    const writeBehind = this.config.writeBehind;
     if (!writeBehind) return;
     const deadline = Date.now() + timeoutMs;
     // 1. Every write queued by any thread so far must be applied by its owner,
     //    which logs it. Owners may be stalled on maxPending, so keep flushing.
-    const queued = this.pool.producerRings().flatMap((p) => p.rings.map((sab, shard) => {
+    const queued = this.config.pool.producerRings().flatMap((p) => p.rings.map((sab, shard) => {
       const ring = new Ring(sab);
       return { ring, shard, target: Atomics.load(ring.i32, 0) };
     }));
@@ -67,7 +97,7 @@ export class RedisTier implements TierAccess {
           throw new ShardCacheError('ERR_FLUSH_TIMEOUT', `flush() timed out after ${timeoutMs} ms with ${writeBehind.pending} write(s) still pending for Redis (and more not yet applied by shard ${shard}'s owner)`);
         }
         writeBehind.kick();
-        this.wakeOwner(shard);
+        this.config.wakeOwner(shard);
         const result = Atomics.waitAsync(ring.i32, R_TAIL, Atomics.load(ring.i32, R_TAIL), 5);
         const keepAlive = setTimeout(() => {}, 10);
         if (result.async) await result.value;
@@ -78,39 +108,81 @@ export class RedisTier implements TierAccess {
     await writeBehind.waitFlushed(writeBehind.logHeads(), Math.max(0, deadline - Date.now()));
   }
 
+  /** Lock and fencing keys share a hash tag, so the script stays in one Cluster slot. */
+  private lockKeys(key: string): [string, string] {
+    const prefix = this.config.options.keyPrefix;
+    return [`${prefix}lock:{${key}}`, `${prefix}fence:{${key}}`];
+  }
+
+  async lockAcquire(key: string, ttlMs: number): Promise<{ token: string; fence: number } | null> {
+    const token = randomBytes(16).toString('hex');
+    const [lockKey, fenceKey] = this.lockKeys(key);
+    const fence = Number(await this.client.eval(ACQUIRE_LOCK, 2, lockKey, fenceKey, token, Math.ceil(ttlMs)));
+    return fence > 0 ? { token, fence } : null;
+  }
+
+  async lockRelease(key: string, token: string): Promise<boolean> {
+    return Number(await this.client.eval(RELEASE_LOCK, 1, this.lockKeys(key)[0], token)) === 1;
+  }
+
+  async lockExtend(key: string, token: string, ttlMs: number): Promise<boolean> {
+    return Number(await this.client.eval(EXTEND_LOCK, 1, this.lockKeys(key)[0], token, Math.ceil(ttlMs))) === 1;
+  }
+
+  async incr(key: string, by: number): Promise<number> {
+    const bus = this.config.bus;
+    try {
+      const result = await this.client.eval(INCREMENT, 1, this.key(key), String(by), bus ? bus.channel : '', bus ? bus.message([key]) : '');
+      return Number(result);
+    } catch (error) {
+      if (/ERR_NOT_A_NUMBER/.test(String((error as Error)?.message))) {
+        throw new ShardCacheError('ERR_NOT_A_NUMBER', `incr: the value of ${JSON.stringify(key)} in Redis is not a number`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
   async close(): Promise<void> {
-    this.writeBehind?.stop();
+    this.config.writeBehind?.stop();
     this.channel.close();
-    if (this.options.ownsClient) {
+    await this.config.bus?.close();
+    if (this.config.options.ownsClient) {
       try {
-        await this.options.client.quit();
+        await this.client.quit();
       } catch {
-        this.options.client.disconnect();
+        this.client.disconnect();
       }
     }
   }
 
+  /** Answers an attached thread's call. */
   private serve(message: ChannelMessage): void {
-    if (message.type === 'fetch') {
-      this.fetch(message.key).then(
-        (remote) => this.channel.postMessage({ type: 'fetched', id: message.id, producer: message.producer, bytes: remote.bytes, ttlMs: remote.ttlMs } satisfies ChannelMessage),
-        (error) => this.channel.postMessage({ type: 'fetched', id: message.id, producer: message.producer, bytes: null, ttlMs: 0, error: toWire(error) } satisfies ChannelMessage),
-      );
-    } else if (message.type === 'flush') {
-      this.flush(message.timeoutMs).then(
-        () => this.channel.postMessage({ type: 'flushed', id: message.id, producer: message.producer } satisfies ChannelMessage),
-        (error) => this.channel.postMessage({ type: 'flushed', id: message.id, producer: message.producer, error: toWire(error) } satisfies ChannelMessage),
-      );
+    if (message.type !== 'call') return;
+    const { id, producer, method, args } = message;
+    const reply = (value: unknown, error?: WireError) =>
+      this.channel.postMessage({ type: 'result', id, producer, value, error } satisfies ChannelMessage);
+    let work: Promise<unknown>;
+    if (method === 'fetch') {
+      const key = args[0] as string;
+      // This thread stores the local copy, so that it is ordered with the
+      // invalidations this thread applies; the caller must not store it too.
+      work = this.fetch(key).then((remote) => {
+        this.config.fillLocal(key, remote);
+        return { ...remote, cacheable: false };
+      });
+    } else {
+      work = (this[method] as (...a: unknown[]) => Promise<unknown>)(...args);
     }
+    work.then((value) => reply(value), (error) => reply(undefined, toWire(error)));
   }
 }
 
-/** An attached thread's view of the tier: requests to the creating thread. */
+/** An attached thread's view of the tier: calls forwarded to the creating thread. */
 export class RemoteTier implements TierAccess {
   private readonly channel: BroadcastChannel;
   private readonly producer: number;
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: (m: ChannelMessage) => void }>();
+  private readonly waiting = new Map<number, (reply: ChannelMessage) => void>();
 
   constructor(channelName: string, producer: number) {
     this.producer = producer;
@@ -118,44 +190,63 @@ export class RemoteTier implements TierAccess {
     this.channel.unref();
     this.channel.onmessage = (event: unknown) => {
       const message = (event as { data: ChannelMessage }).data;
-      if ((message.type === 'fetched' || message.type === 'flushed') && message.producer === this.producer) {
-        this.waiting.get(message.id)?.resolve(message);
+      if (message.type === 'result' && message.producer === this.producer) {
+        this.waiting.get(message.id)?.(message);
         this.waiting.delete(message.id);
       }
     };
   }
 
   async fetch(key: string): Promise<RemoteValue> {
-    const reply = await this.request({ type: 'fetch', id: this.nextId++, producer: this.producer, key });
-    if (reply.type !== 'fetched') throw new Error('unexpected reply');
-    if (reply.error) throw ShardCacheError.fromWire(reply.error);
-    return { bytes: reply.bytes ? Buffer.from(reply.bytes) : null, ttlMs: reply.ttlMs };
+    const remote = (await this.call('fetch', [key])) as RemoteValue & { bytes: Uint8Array | null };
+    return { ...remote, bytes: remote.bytes ? Buffer.from(remote.bytes) : null };
   }
 
   fetchMany(keys: readonly string[]): Promise<RemoteValue[]> {
     return Promise.all(keys.map((key) => this.fetch(key)));
   }
 
+  async read(key: string): Promise<RemoteValue> {
+    const remote = (await this.call('read', [key])) as RemoteValue & { bytes: Uint8Array | null };
+    return { ...remote, bytes: remote.bytes ? Buffer.from(remote.bytes) : null };
+  }
+
   async flush(timeoutMs: number): Promise<void> {
-    const reply = await this.request({ type: 'flush', id: this.nextId++, producer: this.producer, timeoutMs });
-    if (reply.type === 'flushed' && reply.error) throw ShardCacheError.fromWire(reply.error);
+    await this.call('flush', [timeoutMs]);
+  }
+
+  lockAcquire(key: string, ttlMs: number) {
+    return this.call('lockAcquire', [key, ttlMs]) as Promise<{ token: string; fence: number } | null>;
+  }
+
+  lockRelease(key: string, token: string) {
+    return this.call('lockRelease', [key, token]) as Promise<boolean>;
+  }
+
+  lockExtend(key: string, token: string, ttlMs: number) {
+    return this.call('lockExtend', [key, token, ttlMs]) as Promise<boolean>;
+  }
+
+  incr(key: string, by: number) {
+    return this.call('incr', [key, by]) as Promise<number>;
   }
 
   async close(): Promise<void> {
     this.channel.close();
   }
 
-  private request(message: ChannelMessage & { id: number }): Promise<ChannelMessage> {
-    return new Promise((resolve) => {
+  private call(method: Method, args: unknown[]): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
       // Keep this thread alive while it waits for the answer (the channel is unref'd).
       const keepAlive = setInterval(() => {}, 1000);
-      this.waiting.set(message.id, {
-        resolve: (reply) => {
-          clearInterval(keepAlive);
-          resolve(reply);
-        },
+      this.waiting.set(id, (reply) => {
+        clearInterval(keepAlive);
+        if (reply.type !== 'result') return;
+        if (reply.error) reject(ShardCacheError.fromWire(reply.error));
+        else resolve(reply.value);
       });
-      this.channel.postMessage(message);
+      this.channel.postMessage({ type: 'call', id, producer: this.producer, method, args } satisfies ChannelMessage);
     });
   }
 }

@@ -57,6 +57,8 @@ export interface WriteBehindConfig {
   onKeyFailed: (key: string, error: Error) => void;
   /** Wakes a shard's owner after CLEAN records were queued. */
   wakeOwner: (shard: number) => void;
+  /** Called with the keys whose new state Redis just acknowledged (for the invalidation bus). */
+  onFlushed?: (keys: string[]) => void;
 }
 
 export class WriteBehind extends EventEmitter {
@@ -221,6 +223,7 @@ export class WriteBehind extends EventEmitter {
           }
         }
         let r = 0;
+        const landed: string[] = [];
         for (const i of group) {
           const pending = todo[i]!;
           const command = commands[i]!;
@@ -231,6 +234,7 @@ export class WriteBehind extends EventEmitter {
           const error = results === null ? new Error('pipeline failed') : results[r++]?.[0] ?? null;
           if (error === null) {
             this.settle(pending.records, 0);
+            landed.push(pending.key);
             if (command.kind === 'set') this.queueClean(pending, command.seq);
           } else if (results === null || isConnectionError(error)) {
             connectionFailed = true;
@@ -242,6 +246,7 @@ export class WriteBehind extends EventEmitter {
             retry.push(pending);
           }
         }
+        if (landed.length > 0) this.config.onFlushed?.(landed);
       }));
       for (let shard = 0; shard < this.cleans.length; shard++) this.config.wakeOwner(shard);
       todo = retry;
