@@ -215,6 +215,8 @@ describe('consistency across processes sharing one Redis', () => {
     await redisCli(redis.port, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
     // Written while the subscribers are (very likely) still away: its invalidation may be lost.
     await p1!.run({ op: 'setAll', entries: [['k', 'v2']] });
+    // For the record: how many subscribers were back when the write was published.
+    console.log(`subscribers connected right after the write: ${await subscribers()} of 2`);
     await waitUntil('both subscribers to reconnect', async () => (await subscribers()) === 2, { timeoutMs: 10_000, intervalMs: 20 });
     await waitUntil("P2's local copy of k to be dropped", async () => (await p2!.run({ op: 'get', key: 'k' })) === undefined, { timeoutMs: 5_000, intervalMs: 10 });
     expect(await p2!.run({ op: 'fetch', key: 'k' })).toBe('v2');
