@@ -1,0 +1,351 @@
+// The Redis tier when Redis fails: a crash (kill -9) mid-stream, a frozen
+// server (SIGSTOP) and backpressure, flush timeouts, connection errors, a key
+// Redis refuses, and hostile bytes under the cache's prefix.
+import { afterEach, describe, expect, it } from 'vitest';
+import { ShardCache, ShardCacheError } from 'shardcache';
+import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
+import {
+  Cleanup, dbsize, encode, prng, quit, readRedis, redisClient, waitFor, yieldToLoop,
+} from './redis-helpers.js';
+
+const MAX_BYTES = 16 * 1024 * 1024;
+const SHARDS = 2;
+
+describe('Redis tier failures', () => {
+  const cleanup = new Cleanup();
+  afterEach(() => cleanup.run());
+
+  async function server(): Promise<RedisServer> {
+    const redis = await startRedis();
+    cleanup.add(() => redis.stop());
+    return redis;
+  }
+
+  /** SIGSTOPs Redis; the returned thaw is idempotent and also runs at clean-up. */
+  async function freeze(redis: RedisServer): Promise<() => Promise<void>> {
+    await redis.stopProcess('SIGSTOP');
+    let thawed = false;
+    const thaw = async () => {
+      if (thawed) return;
+      thawed = true;
+      await redis.stopProcess('SIGCONT');
+    };
+    cleanup.add(thaw);
+    return thaw;
+  }
+
+  async function cacheOn(redis: RedisServer, options: {
+    writeBehind?: Record<string, number>;
+    backpressureTimeoutMs?: number;
+    maxValueBytes?: number;
+    username?: string;
+  } = {}) {
+    const client = redisClient(redis.port, options.username ? { username: options.username, password: 'unused' } : {});
+    cleanup.add(() => quit(client));
+    const cache = await ShardCache.create({
+      shards: SHARDS,
+      maxBytes: MAX_BYTES,
+      ...(options.backpressureTimeoutMs !== undefined ? { backpressureTimeoutMs: options.backpressureTimeoutMs } : {}),
+      ...(options.maxValueBytes !== undefined ? { maxValueBytes: options.maxValueBytes } : {}),
+      redis: { client, keyPrefix: 'app:', writeBehind: options.writeBehind ?? { flushIntervalMs: 5 } },
+    });
+    cleanup.add(() => cache.close());
+    return { cache, client };
+  }
+
+  it('survives kill -9 of Redis halfway through 100k writes: after restart and flush() every key holds its last value', async () => {
+    const redis = await server();
+    const { cache, client } = await cacheOn(redis);
+    const errors: Error[] = [];
+    cache.on('error', (error: Error) => errors.push(error));
+    const TOTAL = 100_000;
+    const KEYS = 5_000;
+    const random = prng(9);
+    const last = new Map<string, unknown>();
+    let calls = 0;
+    let restarting: Promise<void> | undefined;
+    let crashedRunId = '';
+    const runId = (info: string) => /^run_id:(\w+)/m.exec(info)![1]!;
+    for (let i = 0; i < TOTAL; i++) {
+      if (i === TOTAL / 2) {
+        // Some of the stream is in Redis already, some is in flight: crash it now.
+        await waitFor('part of the stream to reach Redis', () => cache.stats().redis!.flushed > 0);
+        crashedRunId = runId(await redisCli(redis.port, 'INFO', 'server'));
+        await redis.kill9();
+      }
+      if (i === (TOTAL * 7) / 10) restarting = redis.restart(); // same port; writes go on meanwhile
+      // Keys cycle, so every key's last write comes after the crash (Redis restarts empty).
+      const key = `k${i % KEYS}`;
+      if (random() < 0.1) {
+        cache.delete(key);
+        last.delete(key);
+      } else {
+        const value = { i, tag: `v${i % 97}` };
+        cache.set(key, value);
+        last.set(key, value);
+      }
+      calls++;
+      if (i % 1000 === 999) await yieldToLoop();
+    }
+    await restarting;
+    await cache.flush({ timeoutMs: 90_000 });
+
+    const keys = Array.from({ length: KEYS }, (_, i) => `k${i}`);
+    expect(await readRedis(client, 'app:', keys)).toEqual(last);
+    expect(await dbsize(redis.port)).toBe(last.size);
+    const stats = cache.stats().redis!;
+    expect(stats.pending).toBe(0);
+    expect(stats.failed).toBe(0);
+    // Every set/delete was logged once and counted once as flushed or failed.
+    expect(stats.pending + stats.flushed + stats.failed).toBe(calls);
+    // It really was a new Redis (a crash loses everything: no persistence).
+    expect(runId(await redisCli(redis.port, 'INFO', 'server'))).not.toBe(crashedRunId);
+    expect(errors.filter((e) => (e as ShardCacheError).code === 'ERR_REDIS')).toEqual([]);
+  }, 120_000);
+
+  it('refuses writes with ERR_BACKPRESSURE while Redis is frozen, stays bounded, and lands every accepted write after it thaws', async () => {
+    const redis = await server();
+    const MAX_PENDING = 2_000;
+    const { cache, client } = await cacheOn(redis, {
+      maxValueBytes: 1024, // small write queues, so they fill quickly
+      backpressureTimeoutMs: 300,
+      writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING },
+    });
+    const thaw = await freeze(redis);
+    let accepted = 0;
+    let refusal: unknown;
+    let maxPending = 0;
+    let maxEntries = 0;
+    for (let i = 0; i < 200_000 && refusal === undefined; i++) {
+      try {
+        cache.set(`k${i}`, i);
+        accepted++;
+      } catch (error) {
+        refusal = error;
+      }
+      if (i % 100 === 0) {
+        const stats = cache.stats();
+        maxPending = Math.max(maxPending, stats.redis!.pending);
+        maxEntries = Math.max(maxEntries, stats.entries);
+        await yieldToLoop(); // the flusher runs (and finds Redis frozen)
+      }
+    }
+    expect(refusal).toBeInstanceOf(ShardCacheError);
+    expect((refusal as ShardCacheError).code).toBe('ERR_BACKPRESSURE');
+    // The refused key's shard is still stalled: trying again is refused again (other shards' queues may still have room).
+    expect(() => cache.set(`k${accepted}`, accepted)).toThrow(expect.objectContaining({ code: 'ERR_BACKPRESSURE' }));
+
+    const stalled = cache.stats();
+    maxPending = Math.max(maxPending, stalled.redis!.pending);
+    maxEntries = Math.max(maxEntries, stalled.entries);
+    // It was maxPending that stopped the writes...
+    expect(stalled.redis!.pending).toBeGreaterThanOrEqual(MAX_PENDING);
+    // ...and memory stayed bounded by it. (Exactly maxPending is the documented
+    // bound; owners racing past it by at most one each is the bug in the skipped
+    // test below.)
+    expect(maxPending).toBeLessThanOrEqual(MAX_PENDING + SHARDS - 1);
+    expect(maxEntries).toBeLessThanOrEqual(MAX_PENDING + SHARDS - 1);
+    expect(accepted).toBeGreaterThan(MAX_PENDING);
+
+    await thaw();
+    await cache.flush({ timeoutMs: 30_000 });
+    const keys = Array.from({ length: accepted }, (_, i) => `k${i}`);
+    expect(await readRedis(client, 'app:', keys)).toEqual(new Map(keys.map((key, i) => [key, i])));
+    expect(await dbsize(redis.port)).toBe(accepted);
+    expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: accepted, failed: 0 });
+
+    // And it takes writes again.
+    cache.set('after', 'thaw');
+    await cache.flush();
+    expect(await readRedis(client, 'app:', ['after'])).toEqual(new Map([['after', 'thaw']]));
+  });
+
+  // BUG: maxPending is overshot by up to (shards - 1). ChangeLog.tryReserve
+  // (src/memory/change-log.ts) checks `pending >= maxPending` and only later
+  // append() does Atomics.add(pending, 1): owners of different shards pass the
+  // check together at maxPending - 1. With 2 shards pending ends at 2001 for
+  // maxPending 2000 in nearly every run.
+  it.skip('never lets pending exceed maxPending while Redis is frozen', async () => {
+    const redis = await server();
+    const MAX_PENDING = 2_000;
+    const { cache } = await cacheOn(redis, {
+      maxValueBytes: 1024,
+      backpressureTimeoutMs: 300,
+      writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING },
+    });
+    await freeze(redis);
+    let refused = false;
+    for (let i = 0; i < 200_000 && !refused; i++) {
+      try {
+        cache.set(`k${i}`, i);
+      } catch {
+        refused = true;
+      }
+      if (i % 100 === 0) {
+        expect(cache.stats().redis!.pending).toBeLessThanOrEqual(MAX_PENDING);
+        await yieldToLoop();
+      }
+    }
+    expect(refused).toBe(true);
+    expect(cache.stats().redis!.pending).toBe(MAX_PENDING);
+  });
+
+  it('rejects flush({timeoutMs}) with ERR_FLUSH_TIMEOUT naming the pending count while Redis is frozen or down', async () => {
+    const redis = await server();
+    const { cache, client } = await cacheOn(redis, { writeBehind: { flushIntervalMs: 5 } });
+    const thaw = await freeze(redis);
+    const keys = Array.from({ length: 37 }, (_, i) => `frozen${i}`);
+    keys.forEach((key, i) => cache.set(key, i));
+    await cache.settled();
+    const started = Date.now();
+    const error = await cache.flush({ timeoutMs: 200 }).then(() => undefined, (e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect(error).toBeInstanceOf(ShardCacheError);
+    expect((error as ShardCacheError).code).toBe('ERR_FLUSH_TIMEOUT');
+    expect((error as Error).message).toMatch(/\b37 write\(s\)/);
+    expect(cache.stats().redis!.pending).toBe(37);
+    expect(elapsed).toBeGreaterThanOrEqual(190);
+    expect(elapsed).toBeLessThan(5_000);
+
+    await thaw();
+    await cache.flush({ timeoutMs: 30_000 });
+    expect((await readRedis(client, 'app:', keys)).size).toBe(37);
+
+    // Down rather than frozen: connections are refused until it comes back.
+    await redis.stop();
+    cache.set('while-down', 'x');
+    cache.delete('frozen0');
+    await cache.settled();
+    const downError = await cache.flush({ timeoutMs: 200 }).then(() => undefined, (e: unknown) => e);
+    expect((downError as ShardCacheError).code).toBe('ERR_FLUSH_TIMEOUT');
+    expect((downError as Error).message).toMatch(/\b2 write\(s\)/);
+    await redis.restart();
+    await cache.flush({ timeoutMs: 30_000 });
+    // Redis came back empty (no persistence): only what was written since is there.
+    expect(await readRedis(client, 'app:', ['while-down', 'frozen0', 'frozen1'])).toEqual(new Map([['while-down', 'x']]));
+    expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: 39, failed: 0 });
+  });
+
+  it('reports connection errors of a client it made from a url through the error event, and recovers', async () => {
+    const redis = await server();
+    const cache = await ShardCache.create({
+      shards: SHARDS,
+      maxBytes: MAX_BYTES,
+      redis: { url: redis.url, keyPrefix: 'app:', writeBehind: { flushIntervalMs: 5 } },
+    });
+    cleanup.add(() => cache.close());
+    const errors: Error[] = [];
+    cache.on('error', (error: Error) => errors.push(error));
+    await redis.stop();
+    cache.set('while-down', { n: 1 });
+    await waitFor('a connection error to be reported', () => errors.length > 0);
+    expect(errors[0]).toBeInstanceOf(Error);
+    expect(cache.stats().redis!.pending).toBe(1);
+    await redis.restart();
+    await cache.flush({ timeoutMs: 30_000 });
+    const check = redisClient(redis.port);
+    cleanup.add(() => quit(check));
+    expect(await readRedis(check, 'app:', ['while-down'])).toEqual(new Map([['while-down', { n: 1 }]]));
+    expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: 1, failed: 0 });
+  });
+
+  it('reports a key Redis refuses through an error event, counts it as failed, and still lands the other keys', async () => {
+    const redis = await server();
+    // A user that may only touch app:ok*: Redis answers NOPERM for app:bad and
+    // nothing else, a per-key reply error (not a connection failure).
+    expect(await redisCli(redis.port, 'ACL', 'SETUSER', 'limited', 'on', 'nopass', 'resetkeys', '~app:ok*', 'allchannels', '+@all')).toBe('OK\n');
+    const { cache } = await cacheOn(redis, { username: 'limited', writeBehind: { flushIntervalMs: 5, maxAttempts: 3 } });
+    const admin = redisClient(redis.port);
+    cleanup.add(() => quit(admin));
+    const errors: Error[] = [];
+    cache.on('error', (error: Error) => errors.push(error));
+
+    const ok = Array.from({ length: 50 }, (_, i) => `ok${i}`);
+    ok.slice(0, 25).forEach((key, i) => cache.set(key, i));
+    cache.set('bad', { refused: true });
+    ok.slice(25).forEach((key, i) => cache.set(key, 25 + i));
+    await cache.flush();
+
+    expect(await readRedis(admin, 'app:', ok)).toEqual(new Map(ok.map((key, i) => [key, i])));
+    expect(await admin.exists('app:bad')).toBe(0);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(ShardCacheError);
+    expect((errors[0] as ShardCacheError).code).toBe('ERR_REDIS');
+    expect((errors[0] as ShardCacheError & { key?: string }).key).toBe('bad');
+    expect(errors[0]!.message).toContain('NOPERM');
+    const stats = cache.stats().redis!;
+    expect(stats).toMatchObject({ pending: 0, flushed: 50, failed: 1 });
+    expect(stats.retries).toBeGreaterThanOrEqual(2); // maxAttempts 3: two re-sends
+
+    // Two more writes of the bad key: one error (one key), two failed records; others unaffected.
+    cache.set('bad', 1);
+    cache.delete('bad');
+    cache.set('ok-later', 'fine');
+    await cache.flush();
+    expect(errors).toHaveLength(2);
+    expect((errors[1] as ShardCacheError & { key?: string }).key).toBe('bad');
+    expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: 51, failed: 3 });
+    expect(await readRedis(admin, 'app:', ['ok-later'])).toEqual(new Map([['ok-later', 'fine']]));
+  });
+
+  // BUG: 0xc1, the one type byte msgpack never uses, is not refused: msgpackr
+  // returns its internal sentinel (a C1Type object { name: 'MessagePack 0xC1' })
+  // and fetch() resolves with it, and keeps a local copy, instead of rejecting
+  // with ERR_DECODE (src/codec.ts decodeUntrusted accepts any value unpack returns).
+  it.skip('rejects the never-used msgpack byte 0xc1 with ERR_DECODE', async () => {
+    const redis = await server();
+    const { cache, client } = await cacheOn(redis);
+    await client.set('app:c1', Buffer.from([0xc1]));
+    await expect(cache.fetch('c1')).rejects.toMatchObject({ code: 'ERR_DECODE' });
+    await cache.settled();
+    expect(cache.get('c1')).toBeUndefined();
+  });
+
+  it('rejects bytes under its prefix that do not decode with ERR_DECODE, keeps working, and is not prototype-polluted by them', async () => {
+    const redis = await server();
+    const { cache, client } = await cacheOn(redis);
+    const junk: Record<string, Buffer> = {
+      text: Buffer.from('hello'), // a fixint followed by garbage
+      truncated: Buffer.from([0x92, 0x01]), // an array of 2 with one element
+      huge: Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]), // claims a 4 GiB string
+    };
+    for (const [key, bytes] of Object.entries(junk)) await client.set(`app:${key}`, bytes);
+    await client.set('app:fine', encode({ fine: true }));
+
+    for (const key of Object.keys(junk)) {
+      const error = await cache.fetch(key).then(() => undefined, (e: unknown) => e);
+      expect(error, key).toBeInstanceOf(ShardCacheError);
+      expect((error as ShardCacheError).code, key).toBe('ERR_DECODE');
+      expect(cache.get(key), key).toBeUndefined(); // nothing of it was kept
+    }
+    await expect(cache.fetchMany(['fine', 'text'])).rejects.toMatchObject({ code: 'ERR_DECODE' });
+    // The process and the cache keep working.
+    expect(await cache.fetch('fine')).toEqual({ fine: true });
+    cache.set('after', [1, 2]);
+    await cache.flush();
+    expect(await readRedis(client, 'app:', ['after'])).toEqual(new Map([['after', [1, 2]]]));
+
+    // A msgpack map {"__proto__": {"x": 1}} and a msgpackr record with a
+    // "__proto__" field: neither may reach Object.prototype.
+    const protoMap = Buffer.from([0x81, 0xa9, ...Buffer.from('__proto__'), 0x81, 0xa1, 0x78, 0x01]);
+    const protoRecord = Buffer.from([
+      0xd4, 0x72, 0x40, 0x92, 0xa9, ...Buffer.from('__proto__'), 0xa1, 0x79, // record 0x40: fields __proto__, y
+      0xd4, 0x72, 0x41, 0x91, 0xa1, 0x78, // record 0x41: field x
+      0x01, 0x02, // values: __proto__ = {x: 1}, y = 2
+    ]);
+    await client.set('app:proto-map', protoMap);
+    await client.set('app:proto-record', protoRecord);
+    const map = await cache.fetch('proto-map');
+    const record = await cache.fetch('proto-record') as Record<string, unknown>;
+    await cache.settled();
+    const local = cache.get('proto-record') as Record<string, unknown>; // decoded again from the shard
+    expect(({} as Record<string, unknown>).x).toBeUndefined();
+    expect(Object.prototype).not.toHaveProperty('x');
+    expect(map).toBeInstanceOf(Map);
+    for (const value of [record, local]) {
+      expect(Object.getPrototypeOf(value)).toBe(Object.prototype);
+      expect(value.x).toBeUndefined();
+      expect(value.y).toBe(2);
+    }
+  });
+});

@@ -1,0 +1,209 @@
+// Read-through from a real redis-server: single flight across callers and
+// threads (counted by Redis itself), loaders, fetchMany's MGET, and how a
+// value read from Redis meets local writes made while it was in flight.
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ShardCache } from 'shardcache';
+import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
+import {
+  Cleanup, commandCalls, encode, quit, readRedis, redisClient, resetStats, resp, startTap, waitFor, workerPool,
+} from './redis-helpers.js';
+
+const MAX_BYTES = 16 * 1024 * 1024;
+const NO_TIMER = { flushIntervalMs: 60_000 };
+
+describe('Redis read-through', () => {
+  let redis: RedisServer;
+  const cleanup = new Cleanup();
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  beforeEach(async () => {
+    await redisCli(redis.port, 'FLUSHALL');
+  });
+  afterEach(() => cleanup.run());
+
+  async function setup(port = redis.port, options: { readThrough?: boolean } = {}) {
+    const client = redisClient(port);
+    cleanup.add(() => quit(client));
+    const cache = await ShardCache.create({
+      shards: 2,
+      maxBytes: MAX_BYTES,
+      redis: { client, keyPrefix: 'app:', writeBehind: NO_TIMER, readThrough: options.readThrough ?? true },
+    });
+    cleanup.add(() => cache.close());
+    return { cache, client };
+  }
+
+  /** Freezes Redis (SIGSTOP) so requests stay in flight; always thawed at clean-up. */
+  async function freeze(): Promise<() => Promise<void>> {
+    await redis.stopProcess('SIGSTOP');
+    let thawed = false;
+    const thaw = async () => {
+      if (thawed) return;
+      thawed = true;
+      await redis.stopProcess('SIGCONT');
+    };
+    cleanup.add(thaw);
+    return thaw;
+  }
+
+  it('sends one GET for concurrent fetches from a worker thread and 50 on the main thread', async () => {
+    // The cache talks to Redis through a tap, which shows when its GET is on the wire.
+    const tap = await startTap(redis.port);
+    cleanup.add(() => tap.close());
+    const { cache } = await setup(tap.port);
+    const seeder = redisClient(redis.port);
+    cleanup.add(() => quit(seeder));
+    const hot = { id: 'hot', items: [1, 2, 3], at: new Date(1_700_000_000_000) };
+    await seeder.set('app:hot', encode(hot));
+    const pool = workerPool(1);
+    cleanup.add(() => pool.destroy());
+    await resetStats(redis.port);
+    const getHot = resp('get', 'app:hot');
+
+    const thaw = await freeze();
+    const onWorker = pool.run({ job: 'fetch', handle: cache.handle, key: 'hot', callers: 5 });
+    onWorker.catch(() => {}); // awaited below; only a clean-up after a failure would leave it unawaited
+    await waitFor('the worker thread\'s fetch to reach Redis as a GET', () => tap.count(getHot) > 0);
+    // Redis cannot answer yet, so these must join the GET in flight.
+    const onMain = Array.from({ length: 50 }, () => cache.fetch('hot'));
+    await thaw();
+
+    const fromWorker = (await onWorker) as { values: unknown[] };
+    expect(fromWorker.values).toEqual(Array(5).fill(hot));
+    expect(await Promise.all(onMain)).toEqual(Array(50).fill(hot));
+    expect(tap.count(getHot)).toBe(1);
+    expect(await commandCalls(redis.port, 'get')).toBe(1);
+
+    // The value is now local: no further GET, and it is never written back to Redis.
+    await cache.settled();
+    expect(cache.get('hot')).toEqual(hot);
+    expect(await cache.fetch('hot')).toEqual(hot);
+    await cache.flush();
+    expect(await commandCalls(redis.port, 'get')).toBe(1);
+    expect(await commandCalls(redis.port, 'set')).toBe(0);
+  });
+
+  it('calls the loader once for concurrent fetches of a key absent from Redis, and writes its value behind', async () => {
+    const { cache, client } = await setup();
+    await resetStats(redis.port);
+    let loads = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const loader = async (key: string) => {
+      loads++;
+      await gate;
+      return { loaded: key };
+    };
+    const fetches = Array.from({ length: 20 }, () => cache.fetch('cold', { loader, ttlMs: 30_000 }));
+    await waitFor('the loader to be called', () => loads > 0);
+    release();
+    expect(await Promise.all(fetches)).toEqual(Array(20).fill({ loaded: 'cold' }));
+    expect(loads).toBe(1);
+    expect(await commandCalls(redis.port, 'get')).toBe(1);
+
+    await cache.flush();
+    expect(await readRedis(client, 'app:', ['cold'])).toEqual(new Map([['cold', { loaded: 'cold' }]]));
+    const ttl = await client.pttl('app:cold');
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(30_000);
+
+    // Now a local hit: neither the loader nor Redis is asked again.
+    expect(await cache.fetch('cold', { loader })).toEqual({ loaded: 'cold' });
+    expect(loads).toBe(1);
+    expect(await commandCalls(redis.port, 'get')).toBe(1);
+
+    // A loader that finds nothing caches nothing.
+    expect(await cache.fetch('nothing', { loader: () => undefined })).toBeUndefined();
+    await cache.flush();
+    expect(await client.exists('app:nothing')).toBe(0);
+  });
+
+  it('fetchMany reads all misses with one MGET and returns values in order, undefined for misses', async () => {
+    const { cache, client } = await setup();
+    const a = { name: 'a' };
+    const b = [2, 'b'];
+    const c = new Map([['c', 3]]);
+    await client.set('app:a', encode(a));
+    await client.set('app:b', encode(b), 'PX', 50_000);
+    await client.set('app:c', encode(c));
+    await resetStats(redis.port);
+
+    expect(await cache.fetchMany(['a', 'miss-1', 'b', 'miss-2', 'c'])).toEqual([a, undefined, b, undefined, c]);
+    expect(await commandCalls(redis.port, 'mget')).toBe(1);
+    expect(await commandCalls(redis.port, 'get')).toBe(0);
+
+    // The hits are local now; only the misses go to Redis again, still one MGET.
+    expect(await cache.fetchMany(['c', 'b', 'a', 'miss-1'])).toEqual([c, b, a, undefined]);
+    expect(await commandCalls(redis.port, 'mget')).toBe(2);
+    expect(await cache.fetchMany(['a', 'b'])).toEqual([a, b]);
+    expect(await commandCalls(redis.port, 'mget')).toBe(2);
+
+    // A loader fills the misses Redis could not.
+    const loaded: string[] = [];
+    const values = await cache.fetchMany(['miss-2', 'a'], { loader: (key) => (loaded.push(key), `loaded ${key}`) });
+    expect(values).toEqual(['loaded miss-2', a]);
+    expect(loaded).toEqual(['miss-2']);
+  });
+
+  it('keeps a local copy of a value read from Redis only as long as Redis keeps it', async () => {
+    const { cache, client } = await setup();
+    await client.set('app:short', encode('short-lived'), 'PX', 1_000);
+    await client.set('app:long', encode('long-lived'));
+    expect(await cache.fetch('short')).toBe('short-lived');
+    expect(await cache.fetch('long')).toBe('long-lived');
+    await cache.settled();
+    expect(cache.get('short')).toBe('short-lived');
+    await waitFor('the local copy of "short" to expire with its Redis TTL', () => cache.get('short') === undefined, 5_000);
+    expect(cache.get('long')).toBe('long-lived');
+  });
+
+  it('does not read Redis when readThrough is false', async () => {
+    const { cache, client } = await setup(redis.port, { readThrough: false });
+    await client.set('app:there', encode('in redis'));
+    await resetStats(redis.port);
+    expect(await cache.fetch('there')).toBeUndefined();
+    expect(await cache.fetchMany(['there', 'other'])).toEqual([undefined, undefined]);
+    expect(await cache.fetch('there', { loader: () => 'from loader' })).toBe('from loader');
+    expect(await commandCalls(redis.port, 'get')).toBe(0);
+    expect(await commandCalls(redis.port, 'mget')).toBe(0);
+  });
+
+  it('lets a local set made while a fetch is in flight win over the value read from Redis', async () => {
+    const { cache, client } = await setup();
+    await client.set('app:k', encode('old'));
+    const thaw = await freeze();
+    const fetching = cache.fetch('k');
+    cache.set('k', 'new');
+    await thaw();
+    await fetching; // may be 'old' (it was asked first); what matters is what stays
+    await cache.settled();
+    expect(cache.get('k')).toBe('new');
+    await cache.flush();
+    expect(await readRedis(client, 'app:', ['k'])).toEqual(new Map([['k', 'new']]));
+  });
+
+  // BUG: a delete made while a fetch of the key is in flight is undone. The
+  // fetch's OP_FILL finds the key absent, so the owner stores the old value
+  // (shard-writer.ts apply(), OP_FILL branch): this thread's get() returns the
+  // value it just deleted. Worse, the flusher then finds a clean (non-dirty)
+  // entry for the key and skips it (write-behind.ts stateOf -> 'skip'), so the
+  // DEL never reaches Redis and the deleted value lives on there too.
+  it.skip('does not let a fetch in flight resurrect a key deleted meanwhile, locally or in Redis', async () => {
+    const { cache, client } = await setup();
+    await client.set('app:k', encode('old'));
+    const thaw = await freeze();
+    const fetching = cache.fetch('k');
+    cache.delete('k');
+    await thaw();
+    await fetching;
+    await cache.settled();
+    expect(cache.get('k')).toBeUndefined();
+    await cache.flush();
+    expect(await client.exists('app:k')).toBe(0);
+  });
+});
