@@ -11,7 +11,7 @@
  *   shared buffer it was read from.
  * - `writeFunction` throws: msgpackr would otherwise silently drop functions.
  */
-import { Packr } from 'msgpackr';
+import { C1, Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
 
 const packr = new Packr({
@@ -47,9 +47,30 @@ export function decodeRange(bytes: Uint8Array, start: number, end: number): unkn
 
 /** Decodes bytes that came from outside (Redis): any failure becomes ERR_DECODE. */
 export function decodeUntrusted(bytes: Uint8Array, key: string): unknown {
+  let value: unknown;
   try {
-    return packr.unpack(bytes);
+    value = packr.unpack(bytes);
   } catch (cause) {
     throw new ShardCacheError('ERR_DECODE', `the bytes stored for key ${JSON.stringify(key)} do not decode`, { cause });
   }
+  // msgpackr decodes the reserved byte 0xC1 as a marker object instead of failing.
+  if (containsC1(value, 0)) {
+    throw new ShardCacheError('ERR_DECODE', `the bytes stored for key ${JSON.stringify(key)} hold the reserved msgpack byte 0xC1`);
+  }
+  return value;
+}
+
+function containsC1(value: unknown, depth: number): boolean {
+  if (value === C1) return true;
+  if (value === null || typeof value !== 'object' || depth > 64 || ArrayBuffer.isView(value)) return false;
+  if (value instanceof Map) {
+    for (const [k, v] of value) if (containsC1(k, depth + 1) || containsC1(v, depth + 1)) return true;
+    return false;
+  }
+  if (value instanceof Set) {
+    for (const v of value) if (containsC1(v, depth + 1)) return true;
+    return false;
+  }
+  for (const k in value) if (containsC1((value as Record<string, unknown>)[k], depth + 1)) return true;
+  return false;
 }

@@ -52,6 +52,7 @@ export interface OwnerData {
   readonly changeLog?: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
   readonly maxPending: number;
+  readonly batchSize: number;
 }
 
 /** From the supervisor to an owner. */

@@ -22,6 +22,7 @@ export interface OwnerPoolConfig {
   control: SharedArrayBuffer;
   changeLogs?: readonly SharedArrayBuffer[];
   maxPending: number;
+  batchSize: number;
 }
 
 export class OwnerPool extends EventEmitter {
@@ -88,6 +89,7 @@ export class OwnerPool extends EventEmitter {
       changeLog: this.config.changeLogs?.[shard],
       control: this.config.control,
       maxPending: this.config.maxPending,
+      batchSize: this.config.batchSize,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `shardcache owner ${shard}` });
     // Owners must not keep the process alive by themselves: close() stops them,

@@ -26,7 +26,7 @@ import {
 } from './memory/control.js';
 import {
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, H_ARENA_USED, H_DOORBELL, H_ENTRIES, H_SLEEPING,
-  FLAG_DIRTY, MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
+  FLAG_DIRTY, H_STALLED, H_WRITE_GENERATION, MAX_KEY_LENGTH, SLOT_WORDS, createShardBuffer,
 } from './memory/layout.js';
 import { NOT_FOUND, Scratch, ShardView } from './memory/shard-view.js';
 import {
@@ -165,7 +165,7 @@ export class ShardCache extends EventEmitter {
     };
     const producer = newProducer(controlI32, resolved);
     if (options?.redis === undefined) {
-      const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity }, [producer]);
+      const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity, batchSize: Infinity }, [producer]);
       await pool.start();
       return new ShardCache(handle, producer, pool);
     }
@@ -181,7 +181,14 @@ export class ShardCache extends EventEmitter {
     const flusher = wb === false ? undefined : newProducer(controlI32, resolved);
     const changeLogs = wb === false ? undefined : shards.map(() => createRing(changeLogBytes(wb.maxPending, resolved.shards)));
     const pool = new OwnerPool(
-      { shards, channel: handle.channel, control, changeLogs, maxPending: wb === false ? Infinity : wb.maxPending },
+      {
+        shards,
+        channel: handle.channel,
+        control,
+        changeLogs,
+        maxPending: wb === false ? Infinity : wb.maxPending,
+        batchSize: wb === false ? Infinity : wb.batchSize,
+      },
       flusher ? [producer, flusher] : [producer],
     );
     try {
@@ -231,7 +238,8 @@ export class ShardCache extends EventEmitter {
       pool,
       channel: handle.channel,
       wakeOwner,
-      fillLocal: (key, remote) => cache.fillLocal(key, remote, false),
+      generationOf: (key) => cache.generationOf(key),
+      fillLocal: (key, remote, generation) => cache.fillLocal(key, remote, generation, false),
     });
     cache.tier = tier;
     if (bus) await bus.ready.catch(() => {});
@@ -263,6 +271,7 @@ export class ShardCache extends EventEmitter {
   async fetch<T = unknown>(key: string, options?: FetchOptions<T>): Promise<T | undefined> {
     const local = this.get(key);
     if (local !== undefined) return local as T;
+    this.checkRedisKey(key);
     if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
     let flight = this.fetches.get(key);
     if (flight === undefined) {
@@ -275,14 +284,16 @@ export class ShardCache extends EventEmitter {
   /** `fetch` for many keys: local hits, then one MGET per Redis node for the rest. */
   async fetchMany<T = unknown>(keys: readonly string[], options?: FetchOptions<T>): Promise<(T | undefined)[]> {
     const values = this.getMany(keys) as (T | undefined)[];
+    for (const key of keys) this.checkRedisKey(key);
     const missing: number[] = [];
     for (let i = 0; i < values.length; i++) if (values[i] === undefined) missing.push(i);
     if (missing.length === 0) return values;
     if (this.tier && this.handle.redis?.readThrough) {
+      const generations = missing.map((i) => this.generationOf(keys[i]!));
       const remote = await this.tier.fetchMany(missing.map((i) => keys[i]!));
       missing.forEach((i, n) => {
         const found = remote[n]!;
-        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found) as T;
+        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found, generations[n]!) as T;
       });
     }
     if (options?.loader) {
@@ -308,9 +319,10 @@ export class ShardCache extends EventEmitter {
 
   private async fetchMiss(key: string, options: FetchOptions | undefined): Promise<unknown> {
     if (this.tier && this.handle.redis?.readThrough) {
+      const generation = this.generationOf(key);
       const remote = await this.tier.fetch(key);
       if (this.closed) throw closedError();
-      if (remote.bytes) return this.acceptRemote(key, remote);
+      if (remote.bytes) return this.acceptRemote(key, remote, generation);
     }
     if (options?.loader) {
       const value = await options.loader(key);
@@ -321,16 +333,25 @@ export class ShardCache extends EventEmitter {
   }
 
   /** Decodes bytes read from Redis and keeps a local copy (never written back). */
-  private acceptRemote(key: string, remote: RemoteValue): unknown {
+  private acceptRemote(key: string, remote: RemoteValue, generation: number): unknown {
     const value = decodeUntrusted(remote.bytes!, key);
-    this.fillLocal(key, remote, true);
+    this.fillLocal(key, remote, generation, true);
     return value;
   }
 
-  /** Stores a value read from Redis locally, unless it may be stale (invalidated in flight). */
-  private fillLocal(key: string, remote: RemoteValue, overlay: boolean): void {
+  /**
+   * Stores a value read from Redis locally, unless it may be stale: invalidated
+   * while in flight, or (checked by the owner) the key was deleted locally after
+   * `generation`, the shard's write generation when the read began.
+   */
+  private fillLocal(key: string, remote: RemoteValue, generation: number, overlay: boolean): void {
     if (this.closed || !remote.cacheable || !remote.bytes || remote.bytes.length > this.options.maxValueBytes) return;
-    this.enqueue(OP_FILL, key, hashKey(key), remote.bytes, remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0, overlay);
+    this.enqueue(OP_FILL, key, hashKey(key), remote.bytes, remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0, overlay, generation);
+  }
+
+  /** The write generation of `key`'s shard (see fillLocal). */
+  private generationOf(key: string): number {
+    return Atomics.load(this.views[shardOf(hashKey(key), this.shardCount)]!.i32, H_WRITE_GENERATION);
   }
 
   // ---- atomic operations and locks ----------------------------------------
@@ -342,6 +363,7 @@ export class ShardCache extends EventEmitter {
   async lock(key: string, options?: LockOptions): Promise<Lock> {
     if (this.closed) throw closedError();
     checkKey(key);
+    this.checkRedisKey(key);
     return acquireLock(key, this.lockBackend(key), options);
   }
 
@@ -353,6 +375,7 @@ export class ShardCache extends EventEmitter {
   async incr(key: string, by = 1): Promise<number> {
     if (this.closed) throw closedError();
     checkKey(key);
+    this.checkRedisKey(key);
     if (typeof by !== 'number' || !Number.isFinite(by)) throw new ShardCacheError('ERR_INVALID_OPTION', `incr: by must be a finite number (got ${describe(by)})`);
     const tier = this.tier;
     if (tier) {
@@ -382,6 +405,7 @@ export class ShardCache extends EventEmitter {
   async update<T = unknown>(key: string, fn: (current: T | undefined) => T | undefined | Promise<T | undefined>, options?: LockOptions): Promise<T | undefined> {
     if (this.closed) throw closedError();
     checkKey(key);
+    this.checkRedisKey(key);
     if (typeof fn !== 'function') throw new ShardCacheError('ERR_INVALID_OPTION', 'update: fn must be a function');
     const tier = this.tier;
     if (!tier) {
@@ -455,6 +479,17 @@ export class ShardCache extends EventEmitter {
     const hash = hashKey(key);
     const view = this.views[shardOf(hash, this.shardCount)]!;
     return view.read(key, hash, Date.now(), this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0;
+  }
+
+  /**
+   * With Redis behind the cache, keys also become Redis keys, which ioredis
+   * sends as UTF-8: a lone surrogate would become U+FFFD and two keys could
+   * collide there. Such keys are refused for writes and Redis reads.
+   */
+  private checkRedisKey(key: string): void {
+    if (this.handle.redis !== undefined && !key.isWellFormed()) {
+      throw new ShardCacheError('ERR_INVALID_KEY', 'with Redis behind the cache, keys must be well-formed UTF-16 (no lone surrogates): Redis keys are UTF-8');
+    }
   }
 
   /** Emits `error` only if someone listens: a background failure must never crash the process. */
@@ -534,6 +569,7 @@ export class ShardCache extends EventEmitter {
   set(key: string, value: unknown, options?: SetOptions): this {
     if (this.closed) throw closedError();
     checkKey(key);
+    this.checkRedisKey(key);
     let ttl = this.options.ttlMs;
     if (options !== undefined) {
       if (options.ttlMs !== undefined) {
@@ -564,6 +600,7 @@ export class ShardCache extends EventEmitter {
     for (const entry of list) {
       if (!Array.isArray(entry)) throw new ShardCacheError('ERR_INVALID_KEY', `each entry must be a [key, value] pair (got ${describe(entry)})`);
       checkKey(entry[0]);
+      this.checkRedisKey(entry[0]);
     }
     if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
     const encoded = list.map(([key, value]) => {
@@ -589,6 +626,7 @@ export class ShardCache extends EventEmitter {
   delete(key: string): boolean {
     if (this.closed) throw closedError();
     const existed = this.has(key);
+    this.checkRedisKey(key);
     this.enqueue(OP_DELETE, key, hashKey(key), undefined, 0);
     return existed;
   }
@@ -695,12 +733,12 @@ export class ShardCache extends EventEmitter {
 
   // ---- internals ---------------------------------------------------------
 
-  private enqueue(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true): void {
-    this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires, overlay);
+  private enqueue(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true, spare = 0): void {
+    this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires, overlay, spare);
   }
 
   /** Queues a write; with `overlay`, this thread sees it at once (read-your-writes). */
-  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true): void {
+  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true, spare = 0): void {
     const producer = this.producers[shard]!;
     const valueLength = bytes === undefined ? 0 : bytes.length;
     const size = recordBytes(key.length, valueLength);
@@ -708,6 +746,7 @@ export class ShardCache extends EventEmitter {
     if (offset < 0) offset = this.waitForRoom(shard, size);
     producer.writeHeader(offset, size, op, hash, key.length, valueLength, expires);
     producer.writeKey(offset, key);
+    if (spare !== 0) producer.writeSpare(offset, spare);
     if (bytes !== undefined) producer.u8.set(bytes, offset + RECORD_HEADER_BYTES + key.length * 2);
     const end = producer.publish();
     if (overlay && op !== OP_CLEAR) {
@@ -741,6 +780,14 @@ export class ShardCache extends EventEmitter {
       const i32 = this.views[shard]!.i32;
       Atomics.add(i32, H_DOORBELL, 1);
       Atomics.notify(i32, H_DOORBELL);
+      // On the creating thread, the Redis flush runs on this thread's event loop:
+      // waiting here for an owner stalled on pending Redis writes cannot help.
+      if (this.pool && this.handle.redis?.writeBehind && Atomics.load(i32, H_STALLED) !== 0) {
+        throw new ShardCacheError(
+          'ERR_BACKPRESSURE',
+          `options.redis.writeBehind.maxPending writes are waiting for Redis; on the thread that created the cache, writes cannot wait for them synchronously (the flush runs on this thread): await cache.flush() and retry`,
+        );
+      }
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new ShardCacheError(

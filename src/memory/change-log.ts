@@ -10,26 +10,43 @@
  * otherwise it stops applying writes (the shard stalls), producers' rings fill,
  * and writers get backpressure.
  */
-import { C_REDIS_PENDING } from './control.js';
+import { C_FLUSH_BELL, C_REDIS_PENDING } from './control.js';
 import { OP_SET, RingProducer, recordBytes } from './write-queue.js';
 
 export class ChangeLog {
   private readonly ring: RingProducer;
   private readonly control: Int32Array;
   private readonly maxPending: number;
+  private readonly batchSize: number;
   private reserved = -1;
 
-  constructor(ring: SharedArrayBuffer, control: SharedArrayBuffer, maxPending: number) {
+  constructor(ring: SharedArrayBuffer, control: SharedArrayBuffer, maxPending: number, batchSize: number) {
     this.ring = new RingProducer(ring);
     this.control = new Int32Array(control);
     this.maxPending = maxPending;
+    this.batchSize = batchSize;
   }
 
-  /** Reserves room for one record; false means the owner must wait (backpressure). */
+  /**
+   * Reserves room for one record and counts it pending; false means the owner
+   * must wait (backpressure). Counting first and checking the result keeps
+   * the bound exact when several owners reserve at once.
+   */
   tryReserve(keyLength: number): boolean {
-    if (Atomics.load(this.control, C_REDIS_PENDING) >= this.maxPending) return false;
+    if (Atomics.add(this.control, C_REDIS_PENDING, 1) >= this.maxPending) {
+      Atomics.sub(this.control, C_REDIS_PENDING, 1);
+      return false;
+    }
     this.reserved = this.ring.tryReserve(recordBytes(keyLength, 0));
+    if (this.reserved < 0) Atomics.sub(this.control, C_REDIS_PENDING, 1);
     return this.reserved >= 0;
+  }
+
+  /** Gives back a reservation the owner could not use. */
+  cancel(): void {
+    if (this.reserved < 0) return;
+    this.reserved = -1;
+    Atomics.sub(this.control, C_REDIS_PENDING, 1);
   }
 
   /** Appends the reserved record: the key is copied from `src` (a write-queue record). */
@@ -39,8 +56,11 @@ export class ChangeLog {
     ring.writeHeader(at, recordBytes(keyLength, 0), op, hash, keyLength, 0, 0);
     ring.i32[(at + 20) >> 2] = op === OP_SET ? seq : 0;
     ring.u16.set(src.subarray(keyIndex, keyIndex + keyLength), (at + 32) >> 1);
-    Atomics.add(this.control, C_REDIS_PENDING, 1);
     ring.publish();
     this.reserved = -1;
+    // Enough waits for a batch: wake the flusher now rather than at its next tick.
+    if (Atomics.load(this.control, C_REDIS_PENDING) >= this.batchSize && Atomics.compareExchange(this.control, C_FLUSH_BELL, 0, 1) === 0) {
+      Atomics.notify(this.control, C_FLUSH_BELL);
+    }
   }
 }

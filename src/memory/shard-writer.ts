@@ -21,7 +21,7 @@ import { homeSlot } from '../hash.js';
 import {
   E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
-  H_ARENA_HEAD, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
+  H_WRITE_GENERATION, H_ARENA_HEAD, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
   HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes,
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
@@ -32,6 +32,8 @@ import {
 import type { ChangeLog } from './change-log.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
+/** Deletes remembered for refusing stale FILLs (see recentDeletes). */
+const RECENT_DELETES = 65_536;
 
 export class ShardWriter extends ShardView {
   readonly arenaBytes: number;
@@ -45,6 +47,14 @@ export class ShardWriter extends ShardView {
    */
   changeLog: ChangeLog | undefined;
   private lastSeq = 0;
+  /**
+   * Keys deleted recently, with the write generation of the delete: a value
+   * read from Redis before the delete must not bring the key back (FILL).
+   * Bounded; `forgottenGeneration` is the newest generation dropped from it,
+   * and a FILL older than that is refused outright.
+   */
+  private readonly recentDeletes = new Map<string, number>();
+  private forgottenGeneration = 0;
   now: () => number = Date.now;
 
   constructor(sab: SharedArrayBuffer) {
@@ -68,7 +78,7 @@ export class ShardWriter extends ShardView {
     switch (op) {
       case OP_FILL:
         // A value read from Redis loses to anything written locally meanwhile.
-        if (this.probeRecordKey(ring, offset) !== NOT_FOUND) return true;
+        if (this.probeRecordKey(ring, offset) !== NOT_FOUND || this.deletedSince(ring, offset)) return true;
         return this.applySet(ring, offset, false);
       case OP_PUT:
         return this.applySet(ring, offset, false);
@@ -86,12 +96,23 @@ export class ShardWriter extends ShardView {
     if (log !== undefined && !log.tryReserve(keyLength)) return false;
     switch (op) {
       case OP_SET:
-        if (!this.applySet(ring, offset, log !== undefined)) return false;
+        if (!this.applySet(ring, offset, log !== undefined)) {
+          log?.cancel();
+          return false;
+        }
         break;
-      case OP_DELETE: this.applyDelete(ring, offset); break;
-      case OP_CLEAR: this.clear(); break;
+      case OP_DELETE:
+        this.applyDelete(ring, offset);
+        this.rememberDelete(ring.readKey(offset));
+        break;
+      case OP_CLEAR:
+        this.clear();
+        this.recentDeletes.clear();
+        this.forgottenGeneration = this.i32[H_WRITE_GENERATION]! + 1;
+        break;
       default: throw new Error(`shardcache: unknown write op ${op}`);
     }
+    this.i32[H_WRITE_GENERATION] = (this.i32[H_WRITE_GENERATION]! + 1) | 0;
     if (log !== undefined) {
       log.append(op, ring.i32[(offset + 8) >> 2]!, this.lastSeq, ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength);
     }
@@ -167,6 +188,25 @@ export class ShardWriter extends ShardView {
     this.forgetDirty(this.i32[this.slotBase + slot * SLOT_WORDS + 1]!);
     this.removeSlot(slot);
     this.f64[F_DELETES]!++;
+  }
+
+  private rememberDelete(key: string): void {
+    const generation = this.i32[H_WRITE_GENERATION]! + 1;
+    this.recentDeletes.delete(key);
+    this.recentDeletes.set(key, generation);
+    if (this.recentDeletes.size > RECENT_DELETES) {
+      const [oldest, oldestGeneration] = this.recentDeletes.entries().next().value as [string, number];
+      this.recentDeletes.delete(oldest);
+      this.forgottenGeneration = oldestGeneration;
+    }
+  }
+
+  /** Whether the FILL at `offset` (stamped with the generation its read began at) predates a delete of its key. */
+  private deletedSince(ring: Ring, offset: number): boolean {
+    const readAt = ring.i32[(offset + 20) >> 2]!;
+    if (((this.forgottenGeneration - readAt) | 0) > 0) return true;
+    const deletedAt = this.recentDeletes.get(ring.readKey(offset));
+    return deletedAt !== undefined && ((deletedAt - readAt) | 0) > 0;
   }
 
   private probeRecordKey(ring: Ring, offset: number): number {

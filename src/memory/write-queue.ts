@@ -87,6 +87,13 @@ export class Ring {
   get pending(): number {
     return (Atomics.load(this.i32, R_HEAD) - Atomics.load(this.i32, R_TAIL)) >>> 0;
   }
+
+  /** The key of the record at `offset`, as a string. */
+  readKey(offset: number): string {
+    const length = this.i32[(offset + 12) >> 2]!;
+    const k = (offset + RECORD_HEADER_BYTES) >> 1;
+    return String.fromCharCode.apply(null, this.u16.subarray(k, k + length) as unknown as number[]);
+  }
 }
 
 export function recordBytes(keyLength: number, valueLength: number): number {
@@ -146,6 +153,11 @@ export class RingProducer extends Ring {
     this.f64[(offset + 24) >> 3] = expiresAt;
   }
 
+  /** The record's spare word: CLEAN carries a seq there, FILL a write generation. */
+  writeSpare(offset: number, value: number): void {
+    this.i32[(offset + 20) >> 2] = value;
+  }
+
   writeKey(offset: number, key: string): void {
     const u16 = this.u16;
     const k = (offset + RECORD_HEADER_BYTES) >> 1;
@@ -197,11 +209,5 @@ export class RingConsumer extends Ring {
   /** Wakes producers blocked on a full ring, and `settled()` waiters. */
   wakeWaiters(): void {
     if (Atomics.load(this.i32, R_WAITERS) > 0) Atomics.notify(this.i32, R_TAIL);
-  }
-
-  readKey(offset: number): string {
-    const length = this.i32[(offset + 12) >> 2]!;
-    const k = (offset + RECORD_HEADER_BYTES) >> 1;
-    return String.fromCharCode.apply(null, this.u16.subarray(k, k + length) as unknown as number[]);
   }
 }

@@ -44,8 +44,10 @@ export interface RedisTierConfig {
   pool: OwnerPool;
   channel: string;
   wakeOwner: (shard: number) => void;
+  /** The write generation of a key's shard, taken before a read (see ShardCache.fillLocal). */
+  generationOf: (key: string) => number;
   /** Keeps a local copy of a value read from Redis for another thread (this thread orders it after invalidations). */
-  fillLocal: (key: string, remote: RemoteValue) => void;
+  fillLocal: (key: string, remote: RemoteValue, generation: number) => void;
 }
 
 export class RedisTier implements TierAccess {
@@ -166,8 +168,9 @@ export class RedisTier implements TierAccess {
       const key = args[0] as string;
       // This thread stores the local copy, so that it is ordered with the
       // invalidations this thread applies; the caller must not store it too.
+      const generation = this.config.generationOf(key);
       work = this.fetch(key).then((remote) => {
-        this.config.fillLocal(key, remote);
+        this.config.fillLocal(key, remote, generation);
         return { ...remote, cacheable: false };
       });
     } else {

@@ -22,7 +22,7 @@
 import { EventEmitter } from 'node:events';
 import { ShardCacheError } from '../errors.js';
 import {
-  C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
+  C_FLUSH_BELL, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
 } from '../memory/control.js';
 import { FLAG_DIRTY } from '../memory/layout.js';
 import { NOT_FOUND, Scratch, type ShardView } from '../memory/shard-view.js';
@@ -85,6 +85,20 @@ export class WriteBehind extends EventEmitter {
     this.done = this.logs.map((log) => log.position);
     this.timer = setInterval(() => this.kick(), config.options.flushIntervalMs);
     this.timer.unref();
+    void this.listenForBell();
+  }
+
+  /**
+   * Owners ring the bell when a batch's worth of writes waits: flush then,
+   * not at the next tick. (A pending waitAsync does not keep the process alive.)
+   */
+  private async listenForBell(): Promise<void> {
+    while (!this.stopped) {
+      const result = Atomics.waitAsync(this.control, C_FLUSH_BELL, 0);
+      if (result.async) await result.value;
+      Atomics.store(this.control, C_FLUSH_BELL, 0);
+      if (!this.stopped) this.kick();
+    }
   }
 
   get pending(): number {
@@ -141,6 +155,8 @@ export class WriteBehind extends EventEmitter {
   stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
+    Atomics.store(this.control, C_FLUSH_BELL, 1);
+    Atomics.notify(this.control, C_FLUSH_BELL);
   }
 
   private async runBatches(): Promise<void> {

@@ -187,13 +187,7 @@ describe('Redis read-through', () => {
     expect(await readRedis(client, 'app:', ['k'])).toEqual(new Map([['k', 'new']]));
   });
 
-  // BUG: a delete made while a fetch of the key is in flight is undone. The
-  // fetch's OP_FILL finds the key absent, so the owner stores the old value
-  // (shard-writer.ts apply(), OP_FILL branch): this thread's get() returns the
-  // value it just deleted. Worse, the flusher then finds a clean (non-dirty)
-  // entry for the key and skips it (write-behind.ts stateOf -> 'skip'), so the
-  // DEL never reaches Redis and the deleted value lives on there too.
-  it.skip('does not let a fetch in flight resurrect a key deleted meanwhile, locally or in Redis', async () => {
+  it('does not let a fetch in flight resurrect a key deleted meanwhile, locally or in Redis', async () => {
     const { cache, client } = await setup();
     await client.set('app:k', encode('old'));
     const thaw = await freeze();
