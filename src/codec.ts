@@ -29,14 +29,52 @@ const packr = new Packr({
  * until the next `encode` on this thread, so copy it before keeping it.
  */
 export function encode(value: unknown): Uint8Array {
+  let bytes: Buffer;
   try {
-    return packr.pack(value);
+    bytes = packr.pack(value);
   } catch (cause) {
     throw new ShardCacheError(
       'ERR_UNSERIALIZABLE',
       `value cannot be encoded: ${(cause as Error)?.message ?? String(cause)}`,
       { cause },
     );
+  }
+  // Two things msgpack cannot carry back unchanged: a string with a lone
+  // surrogate (UTF-8 writes it as U+FFFD) and an own "__proto__" property
+  // (renamed on decode, which is what keeps decoding safe). Both leave a mark
+  // in the bytes, so the costly walk runs only for values that have the mark.
+  if (bytes.indexOf(REPLACEMENT_CHARACTER) !== -1 || bytes.indexOf(PROTO) !== -1) refuseLossy(value, 0);
+  return bytes;
+}
+
+const REPLACEMENT_CHARACTER = Buffer.from([0xef, 0xbf, 0xbd]);
+const PROTO = Buffer.from('__proto__');
+
+function refuseLossy(value: unknown, depth: number): void {
+  if (typeof value === 'string') {
+    if (!value.isWellFormed()) {
+      throw new ShardCacheError('ERR_UNSERIALIZABLE', 'value holds a string with a lone surrogate, which msgpack (UTF-8) cannot carry');
+    }
+    return;
+  }
+  if (value === null || typeof value !== 'object' || depth > 256 || ArrayBuffer.isView(value)) return;
+  if (value instanceof Map) {
+    for (const [k, v] of value) {
+      refuseLossy(k, depth + 1);
+      refuseLossy(v, depth + 1);
+    }
+    return;
+  }
+  if (value instanceof Set) {
+    for (const v of value) refuseLossy(v, depth + 1);
+    return;
+  }
+  if (Object.hasOwn(value, '__proto__')) {
+    throw new ShardCacheError('ERR_UNSERIALIZABLE', 'value has an own "__proto__" property, which would not come back unchanged');
+  }
+  for (const k of Object.keys(value)) {
+    refuseLossy(k, depth + 1);
+    refuseLossy((value as Record<string, unknown>)[k], depth + 1);
   }
 }
 

@@ -92,9 +92,6 @@ export class OwnerPool extends EventEmitter {
       batchSize: this.config.batchSize,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `shardcache owner ${shard}` });
-    // Owners must not keep the process alive by themselves: close() stops them,
-    // and a process that never calls close() can still exit.
-    worker.unref();
     this.workers[shard] = worker;
     return new Promise<void>((resolve, reject) => {
       let ready = false;
@@ -102,6 +99,11 @@ export class OwnerPool extends EventEmitter {
         if (message.type === 'ready') {
           ready = true;
           this.restarts[shard] = 0;
+          // Owners must not keep the process alive by themselves: close() stops
+          // them, and a process that never calls close() can still exit. Only
+          // now: adding a 'message' listener refs the worker again, and until
+          // it is ready the start-up itself must keep the process alive.
+          worker.unref();
           resolve();
         }
       });

@@ -505,7 +505,11 @@ export class ShardCache extends EventEmitter {
     checkKey(key);
     if (this.overlay.size !== 0) {
       const queued = this.overlay.get(key);
-      if (queued !== undefined && !this.applied(key, queued)) return this.readQueued(queued);
+      if (queued !== undefined && !this.applied(key, queued)) {
+        const value = this.readQueued(queued);
+        this.controlF64[this.statsSlot + (value === undefined ? T_MISSES : T_HITS)]!++;
+        return value;
+      }
     }
     const near = this.near;
     if (near !== undefined) {
@@ -546,6 +550,7 @@ export class ShardCache extends EventEmitter {
   }
 
   getMany(keys: readonly string[]): unknown[] {
+    if (this.closed) throw closedError();
     if (!Array.isArray(keys)) throw new ShardCacheError('ERR_INVALID_KEY', `keys must be an array of strings (got ${describe(keys)})`);
     const out = new Array<unknown>(keys.length);
     for (let i = 0; i < keys.length; i++) out[i] = this.get(keys[i]!);
@@ -693,7 +698,8 @@ export class ShardCache extends EventEmitter {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.waitApplied(this.producers.map((p) => p.head));
+    // After the creating thread closed the cache there is nothing to wait for.
+    if (Atomics.load(this.control, C_CLOSED) === 0) await this.waitApplied(this.producers.map((p) => p.head));
     this.closed = true;
     this.overlay.clear();
     this.near?.clear();
@@ -739,6 +745,9 @@ export class ShardCache extends EventEmitter {
 
   /** Queues a write; with `overlay`, this thread sees it at once (read-your-writes). */
   private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true, spare = 0): void {
+    // An attached thread learns here that the creating thread closed the cache:
+    // no owner would ever apply this write.
+    if (Atomics.load(this.control, C_CLOSED) !== 0) throw closedError();
     const producer = this.producers[shard]!;
     const valueLength = bytes === undefined ? 0 : bytes.length;
     const size = recordBytes(key.length, valueLength);
@@ -837,6 +846,7 @@ export class ShardCache extends EventEmitter {
       const ring = this.producers[shard]!;
       const target = targets[shard]!;
       while (!ring.consumedThrough(target)) {
+        if (Atomics.load(this.control, C_CLOSED) !== 0) throw closedError();
         const tail = Atomics.load(ring.i32, R_TAIL);
         if (((tail - target) | 0) >= 0) break;
         this.ringDoorbell(shard);

@@ -132,7 +132,7 @@ export class ShardWriter extends ShardView {
     // yet, and eviction treats unindexed entries as dead.
     if (this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash) === NOT_FOUND) {
       while (this.i32[H_ENTRIES]! >= this.maxEntries) {
-        if (!this.evictOne(true)) return false;
+        if (!this.evictOne(false)) return false;
       }
     }
     const position = this.reserve(size);
