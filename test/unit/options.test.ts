@@ -1,0 +1,72 @@
+// Options (src/options.ts): defaults, and validation whose messages name the
+// option. Limits that would need 256 real owner threads are checked here,
+// without starting any.
+import os from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { ShardCacheError } from '../../dist/src/errors.js';
+import { MAX_KEY_LENGTH, MIN_SHARD_BYTES, largestValueFor, shardGeometry } from '../../dist/src/memory/layout.js';
+import { recordBytes } from '../../dist/src/memory/write-queue.js';
+import { DEFAULTS, resolveOptions } from '../../dist/src/options.js';
+
+const MiB = 1024 * 1024;
+
+function invalid(options: unknown, name: string): void {
+  let caught: unknown;
+  try {
+    resolveOptions(options as never);
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught).toBeInstanceOf(ShardCacheError);
+  expect((caught as ShardCacheError).code).toBe('ERR_INVALID_OPTION');
+  expect((caught as ShardCacheError).message).toContain(`options.${name}`);
+}
+
+describe('resolveOptions', () => {
+  it('fills the documented defaults', () => {
+    const r = resolveOptions();
+    expect(r.shards).toBe(os.availableParallelism());
+    expect(r.maxBytes).toBe(64 * MiB);
+    expect(r.ttlMs).toBe(0);
+    expect(r.nearCache).toBe(10_000);
+    expect(r.maxValueBytes).toBe(Math.min(DEFAULTS.maxValueBytes, largestValueFor(shardGeometry(r.shardBytes))));
+    expect(r.shardBytes * r.shards).toBeLessThanOrEqual(r.maxBytes);
+    expect(resolveOptions({})).toEqual(r);
+  });
+
+  it('accepts the limits of shards: 1 and 256', () => {
+    expect(resolveOptions({ shards: 1, maxBytes: MIN_SHARD_BYTES }).shards).toBe(1);
+    expect(resolveOptions({ shards: 256, maxBytes: 256 * MIN_SHARD_BYTES }).shards).toBe(256);
+  });
+
+  it('sizes each write queue to hold at least two of the largest records', () => {
+    for (const maxValueBytes of [1, 1000, 100_000, MiB]) {
+      const r = resolveOptions({ shards: 1, maxBytes: 64 * MiB, maxValueBytes });
+      expect(r.ringBytes).toBeGreaterThanOrEqual(2 * recordBytes(MAX_KEY_LENGTH, maxValueBytes));
+      expect(r.ringBytes & (r.ringBytes - 1)).toBe(0);
+    }
+  });
+
+  it('never lets one value take more than a quarter of a shard arena', () => {
+    const r = resolveOptions({ shards: 2, maxBytes: 2 * MIN_SHARD_BYTES });
+    const g = shardGeometry(r.shardBytes);
+    expect(r.maxValueBytes + 32 + MAX_KEY_LENGTH * 2).toBeLessThanOrEqual(g.arenaBytes / 4);
+    invalid({ shards: 2, maxBytes: 2 * MIN_SHARD_BYTES, maxValueBytes: r.maxValueBytes + 1 }, 'maxValueBytes');
+  });
+
+  it.each<[string, unknown]>([
+    ['shards', 0], ['shards', 257], ['shards', 1.5], ['shards', -1], ['shards', Number.NaN], ['shards', '2'],
+    ['maxBytes', 0], ['maxBytes', -1], ['maxBytes', 1.5], ['maxBytes', '64mb'], ['maxBytes', Number.POSITIVE_INFINITY],
+    ['ttlMs', -1], ['ttlMs', Number.NaN], ['ttlMs', Number.POSITIVE_INFINITY], ['ttlMs', '10'],
+    ['maxValueBytes', 0], ['maxValueBytes', 1.5], ['maxValueBytes', 1e12],
+    ['nearCache', -1], ['nearCache', 0.5], ['nearCache', 1e9],
+    ['backpressureTimeoutMs', -1], ['backpressureTimeoutMs', Number.NaN],
+  ])('refuses options.%s = %s, naming it', (name, value) => {
+    invalid({ shards: 2, maxBytes: 8 * MiB, [name]: value }, name);
+  });
+
+  it('refuses a budget too small for its shards, or over 2 GiB per shard, naming maxBytes', () => {
+    invalid({ shards: 4, maxBytes: 4 * MIN_SHARD_BYTES - 1 }, 'maxBytes');
+    invalid({ shards: 1, maxBytes: 2 ** 31 + MiB }, 'maxBytes');
+  });
+});
