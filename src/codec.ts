@@ -43,8 +43,20 @@ export function encode(value: unknown): Uint8Array {
   // surrogate (UTF-8 writes it as U+FFFD) and an own "__proto__" property
   // (renamed on decode, which is what keeps decoding safe). Both leave a mark
   // in the bytes, so the costly walk runs only for values that have the mark.
-  if (bytes.indexOf(REPLACEMENT_CHARACTER) !== -1 || bytes.indexOf(PROTO) !== -1) refuseLossy(value, 0);
+  if (bytes.indexOf(REPLACEMENT_CHARACTER) !== -1 || hasSurrogateBytes(bytes) || bytes.indexOf(PROTO) !== -1) refuseLossy(value, 0);
   return bytes;
+}
+
+/**
+ * msgpackr writes short strings itself, a lone surrogate as its 3-byte
+ * (CESU-8) form ED A0..BF xx, which no valid UTF-8 contains.
+ */
+function hasSurrogateBytes(bytes: Buffer): boolean {
+  for (let i = bytes.indexOf(0xed); i !== -1 && i + 1 < bytes.length; i = bytes.indexOf(0xed, i + 1)) {
+    const next = bytes[i + 1]!;
+    if (next >= 0xa0 && next <= 0xbf) return true;
+  }
+  return false;
 }
 
 const REPLACEMENT_CHARACTER = Buffer.from([0xef, 0xbf, 0xbd]);

@@ -14,7 +14,7 @@ import {
   H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES,
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
-import { readBegin, readValid } from './stripe-lock.js';
+import { STRIPE_STUCK, readBegin, readValid } from './stripe-lock.js';
 
 export const NOT_FOUND = -1;
 
@@ -65,6 +65,7 @@ export class ShardView {
     const stripe = (HEADER_BYTES >> 2) + (hash & STRIPE_MASK);
     for (;;) {
       const version = readBegin(i32, stripe);
+      if (version === STRIPE_STUCK) return NOT_FOUND;
       const slot = this.probe(key, hash);
       if (slot === NOT_FOUND) {
         if (readValid(i32, stripe, version)) return NOT_FOUND;
@@ -102,6 +103,7 @@ export class ShardView {
     const stripe = (HEADER_BYTES >> 2) + (hash & STRIPE_MASK);
     for (;;) {
       const version = readBegin(i32, stripe);
+      if (version === STRIPE_STUCK) return false;
       const slot = this.probe(key, hash);
       const expires = slot === NOT_FOUND ? 0 : this.f64[(this.probedOffset + E_EXPIRES) >> 3]!;
       if (!readValid(i32, stripe, version)) continue;

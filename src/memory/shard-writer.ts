@@ -296,12 +296,13 @@ export class ShardWriter extends ShardView {
     return seq;
   }
 
+  /** Grows `used` before moving head: see repairArena for why this order. */
   private advanceHead(size: number): void {
     const i32 = this.i32;
     let head = i32[H_ARENA_HEAD]! + size;
     if (head === this.arenaBytes) head = 0;
-    i32[H_ARENA_HEAD] = head;
     i32[H_ARENA_USED]! += size;
+    i32[H_ARENA_HEAD] = head;
   }
 
   /**
@@ -384,8 +385,8 @@ export class ShardWriter extends ShardView {
     const at = this.arenaStart + head;
     i32[(at + E_SIZE) >> 2] = untilEnd;
     i32[(at + E_HASH) >> 2] = 0;
-    i32[H_ARENA_HEAD] = 0;
     i32[H_ARENA_USED]! += untilEnd;
+    i32[H_ARENA_HEAD] = 0;
   }
 
   private advanceTail(size: number): void {
@@ -406,19 +407,37 @@ export class ShardWriter extends ShardView {
     const i32 = this.i32;
     if (i32[H_ARENA_HEAD]! > i32[H_ARENA_TAIL]! && this.arenaBytes - i32[H_ARENA_HEAD]! < size) this.padToEnd();
     const head = i32[H_ARENA_HEAD]!;
-    const to = this.arenaStart + head;
+    const tail = i32[H_ARENA_TAIL]!;
     const w = this.slotBase + slot * SLOT_WORDS;
+    if (head < tail && tail - head < size) {
+      // The free gap is smaller than the entry: a copy would overwrite the
+      // entry itself, and an owner dying mid-copy would leave it torn. Pad the
+      // gap instead (it is reclaimed on the next lap); the ring is then full
+      // and the entry stays where it is.
+      const gap = this.arenaStart + head;
+      i32[(gap + E_SIZE) >> 2] = tail - head;
+      i32[(gap + E_HASH) >> 2] = 0;
+      i32[H_ARENA_USED]! += tail - head;
+      i32[H_ARENA_HEAD] = tail;
+    }
+    const to = this.arenaStart + i32[H_ARENA_HEAD]!;
+    if (to === at) {
+      // Full ring: moving the entry from tail to head is only moving the ends.
+      this.i32[w + 3] = 0;
+      this.advanceHead(size);
+      this.advanceTail(size);
+      return;
+    }
+    // Crash-safe order: a whole copy first, then head past it, then the slot,
+    // then tail. Dying at any point leaves one copy the slot points at and at
+    // most one dead copy that eviction reclaims.
+    this.u8.copy(this.u8, to, at, at + size);
+    this.advanceHead(size);
     this.begin(hash);
-    if (to !== at) this.u8.copyWithin(to, at, at + size);
     i32[w + 1] = to;
     i32[w + 3] = 0;
     this.end();
-    let tail = i32[H_ARENA_TAIL]! + size;
-    if (tail === this.arenaBytes) tail = 0;
-    i32[H_ARENA_TAIL] = tail;
-    let newHead = head + size;
-    if (newHead === this.arenaBytes) newHead = 0;
-    i32[H_ARENA_HEAD] = newHead;
+    this.advanceTail(size);
   }
 
   /** The slot whose entry offset is `at`, or NOT_FOUND if the entry is dead. */
@@ -526,6 +545,29 @@ export class ShardWriter extends ShardView {
 }
 
 /**
+ * The arena's head, tail and used bytes are words written one after the other,
+ * so an owner can die between them. `used` follows from head and tail except
+ * when they are equal (empty or full). The writer grows `used` before it moves
+ * head, and moves tail before it shrinks `used`, so with head == tail:
+ * used > arena size is a full-ring move that died half-way (completed here),
+ * used == arena size is full, anything else is an append to an empty ring that
+ * died before it was published (dropped: no slot points at it yet).
+ */
+function repairArena(i32: Int32Array, arenaBytes: number): void {
+  const head = i32[H_ARENA_HEAD]!;
+  const tail = i32[H_ARENA_TAIL]!;
+  const used = i32[H_ARENA_USED]!;
+  if (used > arenaBytes) {
+    i32[H_ARENA_TAIL] = head;
+    i32[H_ARENA_USED] = arenaBytes;
+  } else if (head !== tail) {
+    i32[H_ARENA_USED] = (head - tail + arenaBytes) % arenaBytes;
+  } else if (used !== arenaBytes) {
+    i32[H_ARENA_USED] = 0;
+  }
+}
+
+/**
  * Makes a shard consistent after its owner died: a stripe left odd means the
  * owner died mid-change, so the index is rebuilt from its slots (dropping
  * duplicates a half-done shift can leave) and every stripe made even. Counters
@@ -535,6 +577,7 @@ export class ShardWriter extends ShardView {
 export function repairShard(sab: SharedArrayBuffer): { rebuilt: boolean } {
   const view = new ShardView(sab);
   const i32 = view.i32;
+  repairArena(i32, view.arenaEnd - view.arenaStart);
   let odd = false;
   for (let s = 0; s < STRIPES; s++) if ((i32[STRIPE_BASE + s]! & 1) !== 0) odd = true;
   let rebuilt = false;

@@ -14,15 +14,17 @@
  * stay between its two version loads, and the owner's plain stores between its
  * two version bumps.
  *
- * A dead owner can leave a stripe odd. The supervisor repairs that when it sees
- * the owner exit; until then a reader waits a bounded time and then reads
- * anyway, still requiring the version to be unchanged across its read (a dead
- * owner changes nothing more, so a stable odd version means stable bytes).
+ * A dead owner can leave a stripe odd; its replacement repairs that before it
+ * does anything else (repairShard). Until then a reader of that stripe waits a
+ * bounded time and then reports a miss: it cannot tell a dead owner from a slow
+ * one, and a slow one may still be changing the bytes.
  */
 
 const SPINS_BEFORE_WAIT = 64;
-/** How long a reader waits on an odd stripe before treating its owner as gone. */
+/** How long a reader waits on an odd stripe before giving up and reporting a miss. */
 const STUCK_AFTER_MS = 20;
+/** What `readBegin` returns when the stripe stayed odd too long. */
+export const STRIPE_STUCK = -1;
 
 export function writeBegin(i32: Int32Array, stripe: number): void {
   Atomics.add(i32, stripe, 1);
@@ -32,7 +34,12 @@ export function writeEnd(i32: Int32Array, stripe: number): void {
   Atomics.add(i32, stripe, 1);
 }
 
-/** Returns the version to validate against later. */
+/**
+ * Returns the version to validate against later, or STRIPE_STUCK if the stripe
+ * stayed odd past STUCK_AFTER_MS (an owner descheduled, paused by GC, or dead
+ * mid-change): the caller then answers "not found", which the contract allows
+ * ("the value last set, or undefined") — never bytes that may be torn.
+ */
 export function readBegin(i32: Int32Array, stripe: number): number {
   const v = Atomics.load(i32, stripe);
   return (v & 1) === 0 ? v : waitForEven(i32, stripe, v);
@@ -56,5 +63,5 @@ function waitForEven(i32: Int32Array, stripe: number, odd: number): number {
     v = Atomics.load(i32, stripe);
     if ((v & 1) === 0) return v;
   }
-  return v;
+  return STRIPE_STUCK;
 }
