@@ -16,7 +16,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { BroadcastChannel } from 'node:worker_threads';
-import type { LRUCache } from 'lru-cache';
 import { decodeRange, decodeUntrusted, encode } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
@@ -40,7 +39,7 @@ import { acquireLock, type Lock, type LockBackend, type LockOptions } from './lo
 import { RedisTier, RemoteTier, type TierAccess } from './redis/redis-tier.js';
 import { WriteBehind } from './redis/write-behind.js';
 import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
-import { createNearCache, freezeIfShareable, type NearEntry } from './near-cache.js';
+import { createNearCache, freezeIfShareable, type NearCache } from './near-cache.js';
 import { OwnerPool } from './owner-pool.js';
 import { resolveOptions, validateTtl, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
 
@@ -123,7 +122,7 @@ export class ShardCache extends EventEmitter {
   private readonly controlF64: Float64Array;
   private readonly statsSlot: number;
   readonly shardCount: number;
-  private readonly near: LRUCache<string, NearEntry> | undefined;
+  private readonly near: NearCache | undefined;
   private readonly scratch = new Scratch();
   private readonly overlay = new Map<string, QueuedWrite>();
   private overlaySweepAt = OVERLAY_SWEEP_MIN;
@@ -144,7 +143,7 @@ export class ShardCache extends EventEmitter {
     this.control = new Int32Array(handle.control);
     this.controlF64 = new Float64Array(handle.control);
     this.statsSlot = takeThreadSlot(this.control);
-    this.near = createNearCache(handle.options.nearCache);
+    this.near = createNearCache(handle.options.nearCache, this.views);
     this.pool = pool;
   }
 
@@ -513,15 +512,15 @@ export class ShardCache extends EventEmitter {
     }
     const near = this.near;
     if (near !== undefined) {
-      const entry = near.get(key);
-      if (entry !== undefined && entry.view.holds(entry.slot, entry.seq) && (entry.expires === 0 || entry.expires > Date.now())) {
-        entry.view.touch(entry.slot);
+      const value = near.get(key);
+      if (value !== undefined) {
         this.controlF64[this.statsSlot + T_HITS]!++;
-        return entry.value;
+        return value;
       }
     }
     const hash = hashKey(key);
-    const view = this.views[shardOf(hash, this.shardCount)]!;
+    const shard = shardOf(hash, this.shardCount);
+    const view = this.views[shard]!;
     const length = view.read(key, hash, Date.now(), this.scratch);
     if (length === NOT_FOUND) {
       this.controlF64[this.statsSlot + T_MISSES]!++;
@@ -531,7 +530,7 @@ export class ShardCache extends EventEmitter {
     view.touch(slot);
     const value = decodeRange(this.scratch.buffer, 0, length);
     if (near !== undefined && freezeIfShareable(value)) {
-      near.set(key, { value, view, slot, seq: view.foundSeq, expires: view.foundExpires });
+      near.set(key, value, shard, view);
     }
     this.controlF64[this.statsSlot + T_HITS]!++;
     return value;

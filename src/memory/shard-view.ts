@@ -37,6 +37,9 @@ export class ShardView {
   foundExpires = 0;
   foundLength = 0;
   foundFlags = 0;
+  /** Int32 index of the found key's stripe version, and the (even) version the read was validated at. */
+  foundStripe = 0;
+  foundVersion = 0;
   /** Entry offset that `probe` matched, already bounds-checked by `keyAt`. */
   probedOffset = 0;
 
@@ -88,6 +91,8 @@ export class ShardView {
       const out = scratch.ensure(length);
       copyBytes(this.u8, start, out, length);
       if (!readValid(i32, stripe, version)) continue;
+      this.foundStripe = stripe;
+      this.foundVersion = version;
       this.foundSlot = slot;
       this.foundSeq = seq;
       this.foundExpires = expires;
@@ -118,7 +123,9 @@ export class ShardView {
 
   /** Marks a slot recently used, for CLOCK eviction. A racy store is fine: it is only a hint. */
   touch(slot: number): void {
-    this.i32[this.slotBase + slot * SLOT_WORDS + 3] = 1;
+    // Read before writing: a store would dirty the line for every other reader.
+    const w = this.slotBase + slot * SLOT_WORDS + 3;
+    if (this.i32[w] === 0) this.i32[w] = 1;
   }
 
   /**

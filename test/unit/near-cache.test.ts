@@ -3,6 +3,8 @@
 // refuse them (and then leave them untouched).
 import { describe, expect, it } from 'vitest';
 import { createNearCache, freezeIfShareable } from '../../dist/src/near-cache.js';
+import { HEADER_BYTES, SLOT_WORDS, createShardBuffer } from '../../dist/src/memory/layout.js';
+import { ShardView } from '../../dist/src/memory/shard-view.js';
 
 function isDeepFrozen(value: unknown): boolean {
   if (value === null || typeof value !== 'object') return true;
@@ -83,18 +85,66 @@ describe('freezeIfShareable', () => {
   });
 });
 
-describe('createNearCache', () => {
+describe('NearCache', () => {
+  // A real shard's view; the test plays the reader (found* fields) and the
+  // owner (stripe versions, slot seqs) by hand.
+  function setup(max: number) {
+    const view = new ShardView(createShardBuffer(256 * 1024));
+    const near = createNearCache(max, [view])!;
+    const stripeOf = (n: number) => (HEADER_BYTES >> 2) + n;
+    const put = (key: string, value: unknown, n: number, expires = 0) => {
+      view.foundSlot = n;
+      view.foundSeq = 100 + n;
+      view.foundStripe = stripeOf(n);
+      view.foundVersion = Atomics.load(view.i32, stripeOf(n));
+      view.foundExpires = expires;
+      view.i32[view.slotBase + n * SLOT_WORDS + 2] = 100 + n; // the slot holds that write
+      near.set(key, value, 0, view);
+    };
+    return { view, near, put, stripeOf };
+  }
+
   it('is off at 0 and an LRU bounded to its size otherwise', () => {
-    expect(createNearCache(0)).toBeUndefined();
-    const near = createNearCache(3)!;
-    const entry = (n: number) => ({ value: n, view: undefined as never, slot: n, seq: n, expires: 0 });
-    near.set('a', entry(1));
-    near.set('b', entry(2));
-    near.set('c', entry(3));
-    near.get('a'); // most recently used now
-    near.set('d', entry(4));
+    expect(createNearCache(0, [])).toBeUndefined();
+    const { near, put } = setup(3);
+    put('a', 1, 1);
+    put('b', 2, 2);
+    put('c', 3, 3);
+    expect(near.get('a')).toBe(1); // most recently used now
+    put('d', 4, 4);
     expect(near.size).toBe(3);
-    expect(near.has('b')).toBe(false);
-    expect([...near.keys()].sort()).toEqual(['a', 'c', 'd']);
+    expect(near.get('b')).toBeUndefined();
+    expect([near.get('a'), near.get('c'), near.get('d')]).toEqual([1, 3, 4]);
+  });
+
+  it('serves a value while its stripe is unchanged, or while its slot still holds its write', () => {
+    const { view, near, put, stripeOf } = setup(10);
+    put('k', 'v', 5);
+    expect(near.get('k')).toBe('v');
+    Atomics.add(view.i32, stripeOf(5), 2); // another key of the stripe changed
+    expect(near.get('k')).toBe('v');
+    Atomics.add(view.i32, stripeOf(5), 2);
+    view.i32[view.slotBase + 5 * SLOT_WORDS + 2] = 999; // k itself was written again
+    expect(near.get('k')).toBeUndefined();
+    expect(near.size).toBe(0);
+  });
+
+  it('drops an expired value', () => {
+    const { near, put } = setup(10);
+    put('old', 'x', 1, Date.now() - 1);
+    put('new', 'y', 2, Date.now() + 60_000);
+    expect(near.get('old')).toBeUndefined();
+    expect(near.get('new')).toBe('y');
+  });
+
+  it('reuses the ids of evicted entries without mixing values up', () => {
+    const { near, put } = setup(8);
+    for (let round = 0; round < 50; round++) {
+      for (let n = 0; n < 12; n++) put(`k${round}:${n}`, `${round}:${n}`, n);
+      for (let n = 4; n < 12; n++) expect(near.get(`k${round}:${n}`)).toBe(`${round}:${n}`);
+      expect(near.size).toBe(8);
+    }
+    near.clear();
+    expect(near.size).toBe(0);
   });
 });
