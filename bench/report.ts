@@ -25,7 +25,7 @@ export interface Row {
   vsBaseline: Metrics;
 }
 
-export type Format = 'ops' | 'ns' | 'bytes' | 'ms' | 's' | 'ratio' | 'count';
+export type Format = 'ops' | 'ns' | 'bytes' | 'ms' | 's' | 'ratio' | 'count' | 'pct';
 
 export interface Column {
   header: string;
@@ -128,6 +128,8 @@ export function formatValue(value: number | undefined, format: Format): string {
       return `${value.toFixed(2)}×`;
     case 'count':
       return value.toFixed(0);
+    case 'pct':
+      return `${value.toFixed(2)} %`;
   }
 }
 

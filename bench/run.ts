@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runEviction } from './eviction.js';
 import { runMemory } from './memory.js';
 import { sink, type BenchConfig, type ScenarioContext } from './measure.js';
 import { runOps } from './ops.js';
@@ -47,6 +48,7 @@ const SCENARIOS: Scenario[] = [
   { name: 'scaling', about: '1..N piscina threads sharing one cache vs an lru-cache per thread', run: (ctx) => runScaling(ctx, RESULTS_DIR) },
   { name: 'shards', about: 'one thread at shard counts 1, 2, 4, … 4 × cores', run: (ctx) => runShardSweep(ctx, RESULTS_DIR) },
   { name: 'memory', about: 'millions of ~100 B objects: heap, RSS, GC, event-loop delay (child processes)', run: runMemory },
+  { name: 'eviction', about: 'hit ratio of the shard eviction (CLOCK) on the ARC traces vs lru-cache', run: runEviction },
   { name: 'redis', about: 'the Redis tier (needs --redis URL; a stub for now)', run: runRedisTier },
 ];
 
