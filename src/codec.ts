@@ -43,8 +43,31 @@ export function encode(value: unknown): Uint8Array {
   // surrogate (UTF-8 writes it as U+FFFD) and an own "__proto__" property
   // (renamed on decode, which is what keeps decoding safe). Both leave a mark
   // in the bytes, so the costly walk runs only for values that have the mark.
-  if (bytes.indexOf(REPLACEMENT_CHARACTER) !== -1 || hasSurrogateBytes(bytes) || bytes.indexOf(PROTO) !== -1) refuseLossy(value, 0);
+  if (mayBeLossy(bytes)) refuseLossy(value, 0);
   return bytes;
+}
+
+/**
+ * Whether the bytes could hold a lossy string or an own "__proto__": U+FFFD
+ * (EF BF BD, how Buffer writes a lone surrogate), a CESU-8 surrogate (ED A0..BF,
+ * how msgpackr writes one in short strings), or "__". One pass in JS for short
+ * values (cheaper than several calls into native code), indexOf for long ones.
+ */
+function mayBeLossy(bytes: Buffer): boolean {
+  const n = bytes.length;
+  if (n > 256) {
+    return bytes.indexOf(REPLACEMENT_CHARACTER) !== -1 || hasSurrogateBytes(bytes) || bytes.indexOf(PROTO) !== -1;
+  }
+  for (let i = 0; i < n - 1; i++) {
+    const b = bytes[i]!;
+    if (b === 0xef || b === 0x5f) {
+      if (bytes[i + 1] === (b === 0xef ? 0xbf : 0x5f)) return true;
+    } else if (b === 0xed) {
+      const next = bytes[i + 1]!;
+      if (next >= 0xa0 && next <= 0xbf) return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -60,7 +83,7 @@ function hasSurrogateBytes(bytes: Buffer): boolean {
 }
 
 const REPLACEMENT_CHARACTER = Buffer.from([0xef, 0xbf, 0xbd]);
-const PROTO = Buffer.from('__proto__');
+const PROTO = Buffer.from('__');
 
 function refuseLossy(value: unknown, depth: number): void {
   if (typeof value === 'string') {

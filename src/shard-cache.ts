@@ -104,6 +104,8 @@ const ATTACH_TIMEOUT_MS = 10_000;
 const ATTACH_RETRY_MS = 200;
 const OVERLAY_SWEEP_MIN = 4096;
 const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
+/** Queued bytes after which a burst of writes wakes its owner at once rather than at the burst's end. */
+const SIGNAL_EARLY_BYTES = 32 * 1024;
 
 /**
  * Events: `error` (a write Redis refused `maxAttempts` times and that was
@@ -126,6 +128,9 @@ export class ShardCache extends EventEmitter {
   private readonly scratch = new Scratch();
   private readonly overlay = new Map<string, QueuedWrite>();
   private overlaySweepAt = OVERLAY_SWEEP_MIN;
+  /** Bytes queued per shard since its owner was last signalled (see signalLater). */
+  private readonly unsignaledBytes: number[];
+  private signalScheduled = false;
   private readonly pool: OwnerPool | undefined;
   private tier: TierAccess | undefined;
   private lockTable: LockTable | undefined;
@@ -144,6 +149,7 @@ export class ShardCache extends EventEmitter {
     this.controlF64 = new Float64Array(handle.control);
     this.statsSlot = takeThreadSlot(this.control);
     this.near = createNearCache(handle.options.nearCache, this.views);
+    this.unsignaledBytes = new Array<number>(this.shardCount).fill(0);
     this.pool = pool;
   }
 
@@ -768,8 +774,36 @@ export class ShardCache extends EventEmitter {
         if (this.overlay.size >= this.overlaySweepAt) this.sweepOverlay();
       }
     }
-    this.ringDoorbell(shard);
+    this.signalLater(shard, size);
   }
+
+  /**
+   * Wakes the shard's owner for this thread's new writes, once per burst:
+   * waking a sleeping thread costs a system call here and ~60 µs there, so a
+   * burst of writes (a loop of sets) signals once, in a microtask after it,
+   * unless it has queued more than SIGNAL_EARLY_BYTES, which signals at once
+   * so the owner starts before the queue fills.
+   */
+  private signalLater(shard: number, bytes: number): void {
+    const unsignaled = (this.unsignaledBytes[shard]! += bytes);
+    if (unsignaled > SIGNAL_EARLY_BYTES) {
+      this.unsignaledBytes[shard] = 0;
+      this.ringDoorbell(shard);
+    } else if (!this.signalScheduled) {
+      this.signalScheduled = true;
+      queueMicrotask(this.signalBurst);
+    }
+  }
+
+  private readonly signalBurst = (): void => {
+    this.signalScheduled = false;
+    for (let shard = 0; shard < this.shardCount; shard++) {
+      if (this.unsignaledBytes[shard] !== 0) {
+        this.unsignaledBytes[shard] = 0;
+        this.ringDoorbell(shard);
+      }
+    }
+  };
 
   /** Wakes the owner if it sleeps. Only the producer that flips SLEEPING pays for the notify. */
   ringDoorbell(shard: number): void {

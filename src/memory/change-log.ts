@@ -29,13 +29,14 @@ export class ChangeLog {
 
   /**
    * Reserves room for one record and counts it pending; false means the owner
-   * must wait (backpressure). Counting first and checking the result keeps
-   * the bound exact when several owners reserve at once.
+   * must wait (backpressure). A compare-and-swap keeps the bound exact when
+   * several owners reserve at once, even as seen by a reader of the count.
    */
   tryReserve(keyLength: number): boolean {
-    if (Atomics.add(this.control, C_REDIS_PENDING, 1) >= this.maxPending) {
-      Atomics.sub(this.control, C_REDIS_PENDING, 1);
-      return false;
+    for (;;) {
+      const pending = Atomics.load(this.control, C_REDIS_PENDING);
+      if (pending >= this.maxPending) return false;
+      if (Atomics.compareExchange(this.control, C_REDIS_PENDING, pending, pending + 1) === pending) break;
     }
     this.reserved = this.ring.tryReserve(recordBytes(keyLength, 0));
     if (this.reserved < 0) Atomics.sub(this.control, C_REDIS_PENDING, 1);

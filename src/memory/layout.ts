@@ -41,14 +41,18 @@ export const H_SLOTS = 5;
 export const H_INDEX_OFFSET = 6;
 export const H_ARENA_OFFSET = 7;
 export const H_ARENA_BYTES = 8;
-export const H_DOORBELL = 9; // producers bump and notify it to wake a sleeping owner
-export const H_SLEEPING = 10; // 1 while the owner waits on the doorbell
+// Words 9 and 10 are unused: the doorbell lives on a cache line of its own (below).
 export const H_TTL_ENTRIES = 11; // entries written with a TTL, so the owner knows to sweep
 export const H_SWEEP_CURSOR = 12; // next slot the expiry sweep looks at
 export const H_OWNER_GENERATION = 13; // bumped each time an owner takes the shard over
 export const H_DIRTY = 14; // entries still waiting to be written to Redis
 export const H_STALLED = 15; // 1 while the owner cannot make room because everything left is dirty
 export const H_WRITE_GENERATION = 16; // bumped by every set, delete and clear the owner applies
+export const H_LOG_RECORDS = 17; // records appended to the change log so far (wrapping)
+// Producers read SLEEPING on every write; the owner writes the words above on
+// every apply. Sharing a cache line, each write would cost producers a miss.
+export const H_DOORBELL = 56; // producers bump and notify it to wake a sleeping owner
+export const H_SLEEPING = 57; // 1 while the owner waits on the doorbell
 
 // Header Float64 counters (index into a Float64Array over the same buffer).
 export const F_SETS = 16;
@@ -66,8 +70,14 @@ export const E_FLAGS = 20;
 export const E_EXPIRES = 24;
 export const E_KEY = 32;
 
-/** Entry flag: written locally, not yet acknowledged by Redis; never evicted. */
+/**
+ * Entry flag: written locally, not yet acknowledged by Redis; never evicted.
+ * The other 31 bits of the flags word hold the number of the change-log record
+ * of the write (see shard-writer.ts, "dirty until every record is flushed").
+ */
 export const FLAG_DIRTY = 1;
+/** Record numbers are compared modulo 2^30 (they wrap; the pending window is far smaller). */
+export const RECORD_NUMBER_MASK = 0x3fffffff;
 
 /** Longest key, in UTF-16 code units. Keys are stored as code units so any string round-trips. */
 export const MAX_KEY_LENGTH = 4096;

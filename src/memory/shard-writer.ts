@@ -21,7 +21,7 @@ import { homeSlot } from '../hash.js';
 import {
   E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
-  H_WRITE_GENERATION, H_ARENA_HEAD, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
+  H_LOG_RECORDS, H_WRITE_GENERATION, H_ARENA_HEAD, RECORD_NUMBER_MASK, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
   HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes,
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
@@ -47,6 +47,8 @@ export class ShardWriter extends ShardView {
    */
   changeLog: ChangeLog | undefined;
   private lastSeq = 0;
+  /** Byte offset of the entry the last applied set wrote. */
+  private lastEntryAt = 0;
   /**
    * Keys deleted recently, with the write generation of the delete: a value
    * read from Redis before the delete must not bring the key back (FILL).
@@ -115,6 +117,10 @@ export class ShardWriter extends ShardView {
     this.i32[H_WRITE_GENERATION] = (this.i32[H_WRITE_GENERATION]! + 1) | 0;
     if (log !== undefined) {
       log.append(op, ring.i32[(offset + 8) >> 2]!, this.lastSeq, ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength);
+      const record = (this.i32[H_LOG_RECORDS]! + 1) & RECORD_NUMBER_MASK;
+      this.i32[H_LOG_RECORDS] = record;
+      // The entry stays dirty until the flusher has processed this record (see applyClean).
+      if (op === OP_SET) this.i32[(this.lastEntryAt + E_FLAGS) >> 2] = FLAG_DIRTY | (record << 1);
     }
     return true;
   }
@@ -139,6 +145,7 @@ export class ShardWriter extends ShardView {
     if (position < 0) return false;
 
     const at = this.arenaStart + position;
+    this.lastEntryAt = at;
     const seq = this.nextSeq();
     const i32 = this.i32;
     i32[(at + E_SIZE) >> 2] = size;
@@ -226,16 +233,31 @@ export class ShardWriter extends ShardView {
     }
   }
 
-  /** Redis acknowledged the write stamped `seq` (carried in the record's spare word). */
+  /**
+   * Redis acknowledged the write stamped `seq` (the record's spare word), and
+   * the flusher has processed every change-log record up to number `through`
+   * (the record's expiresAt field). The entry becomes clean only if it still
+   * holds that write AND its own record is among those processed.
+   *
+   * Why both: the flusher sends a key's current state when it meets any record
+   * of the key, so it may send (and have acknowledged) the newest value while
+   * older records of the key (a delete, say) still wait in the log. Were the
+   * entry clean then, it could be evicted or dropped, and the older delete,
+   * met later with the key absent, would delete the newer value from Redis.
+   */
   private applyClean(ring: Ring, offset: number): void {
     const hash = ring.i32[(offset + 8) >> 2]!;
     const keyLength = ring.i32[(offset + 12) >> 2]!;
     const seq = ring.i32[(offset + 20) >> 2]!;
+    const through = ring.f64[(offset + 24) >> 3]!;
     const slot = this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength, hash);
     if (slot === NOT_FOUND) return;
     const w = this.slotBase + slot * SLOT_WORDS;
     if (this.i32[w + 2] !== seq) return;
-    this.forgetDirty(this.i32[w + 1]!);
+    const at = this.i32[w + 1]!;
+    const record = this.i32[(at + E_FLAGS) >> 2]! >>> 1;
+    if (((through - record) & RECORD_NUMBER_MASK) >= (RECORD_NUMBER_MASK >>> 1)) return;
+    this.forgetDirty(at);
   }
 
   /** Clears an entry's dirty flag (it was flushed, replaced or deleted). */

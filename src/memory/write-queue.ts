@@ -4,8 +4,15 @@
  * `set`/`delete`; the consumer is the shard's owner. No message is posted per
  * write: a write is a few stores into the ring and one atomic publish.
  *
- *   byte 0    header: Int32 [0] head  [1] tail  [2] producers waiting for room
- *   byte 64   data: `capacity` bytes (a power of two) of 8-byte aligned records
+ *   byte 0    head (written by the producer)
+ *   byte 64   tail (written by the consumer)
+ *   byte 128  producers waiting for room
+ *   byte 192  data: `capacity` bytes (a power of two) of 8-byte aligned records
+ *
+ * head and tail sit on cache lines of their own: sharing one, every write of
+ * one side would evict the line the other side reads on every record. Each
+ * side also keeps the last value it saw of the other's counter and reloads it
+ * only when that value says the ring is full (producer) or empty (consumer).
  *
  *   record:  [0] u32 size  [4] u32 op  [8] i32 hash  [12] u32 key length (code units)
  *            [16] u32 value length  [20] u32 spare  [24] f64 expiresAt
@@ -25,9 +32,9 @@
 import { align8 } from './layout.js';
 
 export const R_HEAD = 0;
-export const R_TAIL = 1;
-export const R_WAITERS = 2;
-const DATA_OFFSET = 64;
+export const R_TAIL = 16;
+export const R_WAITERS = 32;
+export const DATA_OFFSET = 192;
 export const RECORD_HEADER_BYTES = 32;
 
 export const OP_WRAP = 0;
@@ -108,10 +115,13 @@ export class RingProducer extends Ring {
   /** Local copy of head: only this thread moves it. */
   private position: number;
   private reservedEnd = 0;
+  /** The consumer's tail as last loaded: tail only grows, so room computed from it is a lower bound. */
+  private tailSeen: number;
 
   constructor(sab: SharedArrayBuffer) {
     super(sab);
     this.position = Atomics.load(this.i32, R_HEAD);
+    this.tailSeen = Atomics.load(this.i32, R_TAIL);
   }
 
   /**
@@ -123,8 +133,10 @@ export class RingProducer extends Ring {
     const index = pos & this.mask;
     const untilEnd = this.capacity - index;
     const wrap = size > untilEnd ? untilEnd : 0;
-    const used = (pos - Atomics.load(this.i32, R_TAIL)) >>> 0;
-    if (used + wrap + size > this.capacity) return -1;
+    if (((pos - this.tailSeen) >>> 0) + wrap + size > this.capacity) {
+      this.tailSeen = Atomics.load(this.i32, R_TAIL);
+      if (((pos - this.tailSeen) >>> 0) + wrap + size > this.capacity) return -1;
+    }
     if (wrap !== 0) {
       const w = DATA_OFFSET + index;
       this.i32[w >> 2] = wrap;
@@ -177,14 +189,19 @@ export class RingProducer extends Ring {
 export class RingConsumer extends Ring {
   /** Local copy of tail: only the owner moves it. */
   position: number;
+  /** The producer's head as last loaded: records before it are published. */
+  private headSeen: number;
 
   constructor(sab: SharedArrayBuffer) {
     super(sab);
     this.position = Atomics.load(this.i32, R_TAIL);
+    this.headSeen = this.position;
   }
 
   hasWork(): boolean {
-    return Atomics.load(this.i32, R_HEAD) !== this.position;
+    if (this.headSeen !== this.position) return true;
+    this.headSeen = Atomics.load(this.i32, R_HEAD);
+    return this.headSeen !== this.position;
   }
 
   /**
@@ -193,7 +210,7 @@ export class RingConsumer extends Ring {
    */
   next(): number {
     for (;;) {
-      if (Atomics.load(this.i32, R_HEAD) === this.position) return -1;
+      if (!this.hasWork()) return -1;
       const offset = DATA_OFFSET + (this.position & this.mask);
       if (this.i32[(offset + 4) >> 2] !== OP_WRAP) return offset;
       this.position = (this.position + this.i32[offset >> 2]!) | 0;

@@ -4,7 +4,9 @@
  * Owners log every applied change (op, key) to their shard's change log. The
  * flusher drains the logs in batches and, for each key in a batch, sends the
  * key's CURRENT local state: SET with the shard's msgpack bytes and remaining
- * TTL as PX if the key is present, DEL if it is absent. Sending state rather
+ * TTL as PX if the key is present, DEL if it was deleted (its latest record is
+ * a delete) or expired before it reached Redis; a key absent only because its
+ * clean entry was evicted is left alone in Redis. Sending state rather
  * than replaying operations is what coalesces (ten writes of a key in a batch
  * are one SET) and what keeps order: one flush is in flight at a time, and any
  * write after a state was read has its own record in a later batch.
@@ -24,9 +26,9 @@ import { ShardCacheError } from '../errors.js';
 import {
   C_FLUSH_BELL, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
 } from '../memory/control.js';
-import { FLAG_DIRTY } from '../memory/layout.js';
+import { FLAG_DIRTY, RECORD_NUMBER_MASK } from '../memory/layout.js';
 import { NOT_FOUND, Scratch, type ShardView } from '../memory/shard-view.js';
-import { OP_CLEAN, OP_CLEAR, RingConsumer, RingProducer, recordBytes } from '../memory/write-queue.js';
+import { OP_CLEAN, OP_CLEAR, OP_DELETE, RingConsumer, RingProducer, recordBytes } from '../memory/write-queue.js';
 import { Cluster } from 'ioredis';
 import type { WriteBehindOptions } from './redis-options.js';
 import { groupByNode, isConnectionError, type Client } from './redis-target.js';
@@ -41,6 +43,8 @@ interface PendingKey {
   shard: number;
   /** Change-log records this key stands for in the batch. */
   records: number;
+  /** The op of the key's latest record in the batch (set or delete). */
+  lastOp: number;
   attempts: number;
 }
 
@@ -70,6 +74,12 @@ export class WriteBehind extends EventEmitter {
   private readonly scratch = new Scratch();
   /** Change-log position per shard up to which every record is flushed or failed. */
   private readonly done: number[];
+  /**
+   * Records taken from each shard's log so far, counted as the owner numbers
+   * them when it appends (both start at 0 with the cache), so a CLEAN can say
+   * "every record up to this number is processed".
+   */
+  private readonly taken: number[];
   private running: Promise<void> | undefined;
   private again = false;
   private readonly timer: NodeJS.Timeout;
@@ -83,6 +93,7 @@ export class WriteBehind extends EventEmitter {
     this.control = new Int32Array(config.control);
     this.stats = new Float64Array(config.control);
     this.done = this.logs.map((log) => log.position);
+    this.taken = this.logs.map(() => 0);
     this.timer = setInterval(() => this.kick(), config.options.flushIntervalMs);
     this.timer.unref();
     void this.listenForBell();
@@ -165,7 +176,7 @@ export class WriteBehind extends EventEmitter {
       if (records === 0) return;
       const started = performance.now();
       if (clear) await this.untilDone(() => this.clearRedis());
-      await this.send(keys);
+      await this.send(keys, [...this.taken]);
       for (let shard = 0; shard < ends.length; shard++) this.done[shard] = ends[shard]!;
       this.stats[F_REDIS_LAST_FLUSH_MS] = performance.now() - started;
       this.emit('progress');
@@ -188,14 +199,19 @@ export class WriteBehind extends EventEmitter {
         if (at < 0) break;
         const op = log.i32[(at + 4) >> 2]!;
         records++;
+        this.taken[shard] = (this.taken[shard]! + 1) & RECORD_NUMBER_MASK;
         if (op === OP_CLEAR) {
           clear = true;
           clearRecords++;
         } else {
           const key = log.readKey(at);
           const found = byKey.get(key);
-          if (found) found.records++;
-          else byKey.set(key, { key, hash: log.i32[(at + 8) >> 2]!, shard, records: 1, attempts: 0 });
+          if (found) {
+            found.records++;
+            found.lastOp = op;
+          } else {
+            byKey.set(key, { key, hash: log.i32[(at + 8) >> 2]!, shard, records: 1, lastOp: op, attempts: 0 });
+          }
         }
         log.done(at);
       }
@@ -204,8 +220,11 @@ export class WriteBehind extends EventEmitter {
     return { keys: [...byKey.values()], clear, ends: this.logs.map((log) => log.position), records };
   }
 
-  /** Sends the current state of `keys`, retrying until each is flushed or failed. */
-  private async send(keys: PendingKey[]): Promise<void> {
+  /**
+   * Sends the current state of `keys`, retrying until each is flushed or
+   * failed. `through[shard]`: the number of the last record this batch took.
+   */
+  private async send(keys: PendingKey[], through: readonly number[]): Promise<void> {
     let todo = keys;
     let backoff = BACKOFF_MIN_MS;
     while (todo.length > 0) {
@@ -251,7 +270,7 @@ export class WriteBehind extends EventEmitter {
           if (error === null) {
             this.settle(pending.records, 0);
             landed.push(pending.key);
-            if (command.kind === 'set') this.queueClean(pending, command.seq);
+            if (command.kind === 'set') this.queueClean(pending, command.seq, through[pending.shard]!);
           } else if (results === null || isConnectionError(error)) {
             connectionFailed = true;
             retry.push(pending);
@@ -280,7 +299,17 @@ export class WriteBehind extends EventEmitter {
     | { kind: 'skip' } {
     const view = this.config.views[pending.shard]!;
     const length = view.read(pending.key, pending.hash, now, this.scratch);
-    if (length === NOT_FOUND) return { kind: 'del' };
+    if (length === NOT_FOUND) {
+      if (pending.lastOp === OP_DELETE) return { kind: 'del' };
+      // Expired before it was flushed: Redis must not keep an older value.
+      if (view.read(pending.key, pending.hash, 0, this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0) {
+        return { kind: 'del' };
+      }
+      // Otherwise absent after a set: an earlier batch sent this state, Redis
+      // acknowledged it, and the clean entry was evicted since (or a delete
+      // follows with its own record). Eviction must never delete from Redis.
+      return { kind: 'skip' };
+    }
     // Already acknowledged by Redis in an earlier batch: nothing new to send.
     if ((view.foundFlags & FLAG_DIRTY) === 0) return { kind: 'skip' };
     const px = view.foundExpires === 0 ? 0 : Math.max(1, Math.ceil(view.foundExpires - now));
@@ -294,7 +323,7 @@ export class WriteBehind extends EventEmitter {
   }
 
   /** Tells the owner Redis has the write stamped `seq`, so the entry may be evicted again. */
-  private queueClean(pending: PendingKey, seq: number): void {
+  private queueClean(pending: PendingKey, seq: number, through: number): void {
     const ring = this.cleans[pending.shard]!;
     const size = recordBytes(pending.key.length, 0);
     let at = ring.tryReserve(size);
@@ -306,7 +335,7 @@ export class WriteBehind extends EventEmitter {
       at = ring.tryReserve(size);
     }
     if (at < 0) return;
-    ring.writeHeader(at, size, OP_CLEAN, pending.hash, pending.key.length, 0, 0);
+    ring.writeHeader(at, size, OP_CLEAN, pending.hash, pending.key.length, 0, through);
     ring.i32[(at + 20) >> 2] = seq;
     ring.writeKey(at, pending.key);
     ring.publish();

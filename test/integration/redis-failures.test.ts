@@ -279,7 +279,13 @@ describe('Redis tier failures', () => {
     await cache.flush();
     expect(errors).toHaveLength(2);
     expect((errors[1] as ShardCacheError & { key?: string }).key).toBe('bad');
-    expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: 51, failed: 3 });
+    // The set and the delete of 'bad' meet Redis as one DEL if one batch takes
+    // both records (2 failed), or as a skipped set (superseded by the delete,
+    // counted flushed) and a DEL (1 failed) if the flush timer falls between.
+    const after = cache.stats().redis!;
+    expect(after.pending).toBe(0);
+    expect(after.flushed + after.failed).toBe(54);
+    expect([2, 3]).toContain(after.failed);
     expect(await readRedis(admin, 'app:', ['ok-later'])).toEqual(new Map([['ok-later', 'fine']]));
   });
 

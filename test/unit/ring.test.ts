@@ -2,11 +2,10 @@
 // single-consumer ring in shared memory, driven here from one thread.
 import { describe, expect, it } from 'vitest';
 import {
-  OP_DELETE, OP_SET, R_HEAD, R_TAIL, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
+  DATA_OFFSET, OP_DELETE, OP_SET, R_HEAD, R_TAIL, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
 } from '../../dist/src/memory/write-queue.js';
 import { prng } from './shard-harness.js';
 
-const DATA_OFFSET = 64;
 
 interface Rec {
   op: number;
