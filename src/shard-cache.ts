@@ -123,7 +123,7 @@ export class ShardCache extends EventEmitter {
   private readonly control: Int32Array;
   private readonly controlF64: Float64Array;
   private readonly statsSlot: number;
-  readonly shardCount: number;
+  private readonly shardCount: number;
   private readonly near: NearCache | undefined;
   private readonly scratch = new Scratch();
   private readonly overlay = new Map<string, QueuedWrite>();
@@ -135,7 +135,7 @@ export class ShardCache extends EventEmitter {
   private tier: TierAccess | undefined;
   private lockTable: LockTable | undefined;
   private readonly fetches = new Map<string, Promise<unknown>>();
-  closed = false;
+  private closed = false;
 
   private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
     super();
@@ -273,9 +273,20 @@ export class ShardCache extends EventEmitter {
    * One Redis request per key is in flight per process, one loader call per
    * key per thread, however many callers ask.
    */
-  async fetch<T = unknown>(key: string, options?: FetchOptions<T>): Promise<T | undefined> {
-    const local = this.get(key);
-    if (local !== undefined) return local as T;
+  fetch<T = unknown>(key: string, options?: FetchOptions<T>): Promise<T | undefined> {
+    // Not an async function: a local hit, the common case, then costs one
+    // resolved promise instead of an async function's machinery.
+    let local: unknown;
+    try {
+      local = this.get(key);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (local !== undefined) return Promise.resolve(local as T);
+    return this.fetchRemote(key, options);
+  }
+
+  private async fetchRemote<T>(key: string, options: FetchOptions<T> | undefined): Promise<T | undefined> {
     this.checkRedisKey(key);
     if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
     let flight = this.fetches.get(key);
@@ -806,7 +817,7 @@ export class ShardCache extends EventEmitter {
   };
 
   /** Wakes the owner if it sleeps. Only the producer that flips SLEEPING pays for the notify. */
-  ringDoorbell(shard: number): void {
+  private ringDoorbell(shard: number): void {
     const i32 = this.views[shard]!.i32;
     if (Atomics.load(i32, H_SLEEPING) === 1 && Atomics.compareExchange(i32, H_SLEEPING, 1, 0) === 1) {
       Atomics.add(i32, H_DOORBELL, 1);
