@@ -9,7 +9,10 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 bash scripts/ensure-servers.sh
 
 if [ ! -d node_modules ]; then
-  if [ -f package-lock.json ]; then npm ci; else npm install; fi
+  # npm install, not npm ci: npm 11 here rejects its own lock file in ci
+  # ("Missing: <other platforms' optional packages>"); install still follows it.
+  npm install --no-audit --no-fund
+fi
 fi
 
 npm run build
