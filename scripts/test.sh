@@ -13,7 +13,6 @@ if [ ! -d node_modules ]; then
   # ("Missing: <other platforms' optional packages>"); install still follows it.
   npm install --no-audit --no-fund
 fi
-fi
 
 npm run build
 npx vitest run "$@"
