@@ -15,4 +15,14 @@ if [ ! -d node_modules ]; then
 fi
 
 npm run build
-npx vitest run "$@"
+
+# vitest's own summary, then the plain "N passed, N failed" line CI reads.
+results="$(mktemp)"
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$results" "$@" || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+' "$results" || true
+rm -f "$results"
+exit "$status"
