@@ -23,7 +23,7 @@ import { decodeRange, encode } from '../src/codec.js';
 import { KeyCursor, indices, makeKeys, makeMissKeys } from './keys.js';
 import { BATCH, consume, measureBatch, type ScenarioContext } from './measure.js';
 import { addRow, finishScenario, newScenario, type Row, type ScenarioResult } from './report.js';
-import { POOL_SIZE, VALUE_LABEL, valuePool, type ValueKind } from './values.js';
+import { POOL_SIZE, VALUE_LABEL, valuePool } from './values.js';
 
 const POOL_MASK = POOL_SIZE - 1;
 /**

@@ -76,10 +76,6 @@ export class OwnerPool extends EventEmitter {
     return [...this.producers.values()];
   }
 
-  threadIds(): number[] {
-    return this.workers.map((w) => w?.threadId ?? -1);
-  }
-
   private spawn(shard: number): Promise<void> {
     const data: OwnerData = {
       shard,

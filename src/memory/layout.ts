@@ -44,7 +44,6 @@ export const H_ARENA_BYTES = 8;
 // Words 9 and 10 are unused: the doorbell lives on a cache line of its own (below).
 export const H_TTL_ENTRIES = 11; // entries written with a TTL, so the owner knows to sweep
 export const H_SWEEP_CURSOR = 12; // next slot the expiry sweep looks at
-export const H_OWNER_GENERATION = 13; // bumped each time an owner takes the shard over
 export const H_DIRTY = 14; // entries still waiting to be written to Redis
 export const H_STALLED = 15; // 1 while the owner cannot make room because everything left is dirty
 export const H_WRITE_GENERATION = 16; // bumped by every set, delete and clear the owner applies

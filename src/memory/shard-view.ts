@@ -10,7 +10,7 @@
  */
 import { homeSlot } from '../hash.js';
 import {
-  E_EXPIRES, E_FLAGS, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, E_SEQ, ENTRY_HEADER_BYTES,
+  E_EXPIRES, E_FLAGS, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, ENTRY_HEADER_BYTES,
   H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES,
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
@@ -164,11 +164,6 @@ export class ShardView {
       if (u16[k + j] !== key.charCodeAt(j)) return false;
     }
     return true;
-  }
-
-  /** The seq stamped on the entry at `offset` (owner-side helper). */
-  seqAt(offset: number): number {
-    return this.i32[(offset + E_SEQ) >> 2]!;
   }
 }
 

@@ -91,6 +91,7 @@ export class Ring {
     return Atomics.load(this.i32, R_HEAD);
   }
 
+  /** Bytes published and not yet consumed. */
   get pending(): number {
     return (Atomics.load(this.i32, R_HEAD) - Atomics.load(this.i32, R_TAIL)) >>> 0;
   }
