@@ -33,7 +33,9 @@ export interface ShardCacheOptions {
   /**
    * Largest encoded (msgpack) value accepted, in bytes. Larger values are
    * refused with ERR_VALUE_TOO_LARGE. Cannot exceed a quarter of a shard's arena.
-   * @default the smaller of 1 MiB and the largest a shard can hold
+   * Each writing thread's queue to each shard holds two of the largest records,
+   * so this also sizes those queues (1 MiB each at the default).
+   * @default the smaller of 256 KiB and the largest a shard can hold
    */
   maxValueBytes?: number;
   /**
@@ -67,7 +69,7 @@ export interface ResolvedCoreOptions {
 export const DEFAULTS = {
   maxBytes: 64 * 1024 * 1024,
   ttlMs: 0,
-  maxValueBytes: 1024 * 1024,
+  maxValueBytes: 256 * 1024,
   nearCache: 10_000,
   backpressureTimeoutMs: 5_000,
 } as const;
