@@ -1,9 +1,9 @@
 /**
  * A reader process of the "redis" scenario's invalidation measurement: holds
  * local copies of every key; told (over IPC) which writes the writer flushed
- * and when, it waits until its copy of each key is no older than that write
- * (dropped, or already refetched) and reports the delay, then fetches a
- * dropped key again so it has a copy to lose next time.
+ * and when, it watches its copies of those keys until each is no older than
+ * that write (dropped, or already refetched), reports the delays, and fetches
+ * dropped keys again so it has copies to lose next time.
  */
 import { ShardCache } from '../../src/shard-cache.js';
 
@@ -23,13 +23,20 @@ process.on('message', (message: { writes?: [string, number][]; flushedAt?: numbe
       process.exit(0);
     }
     const delays: number[] = [];
-    for (const [key, version] of message.writes!) {
-      // Stale while the local copy is older than the flushed write.
-      const stale = () => ((cache.get(key) as { version: number } | undefined)?.version ?? Infinity) < version;
-      const deadline = Date.now() + GIVE_UP_MS;
-      while (stale() && Date.now() < deadline) await tick();
-      delays.push(Math.max(0, performance.timeOrigin + performance.now() - message.flushedAt!));
-      if (cache.get(key) === undefined) await cache.fetch(key);
+    // All keys of the message are watched together, and refetches are not
+    // awaited: the reader must not fall behind the writer and measure its own backlog.
+    const waiting = new Map(message.writes!);
+    const deadline = Date.now() + GIVE_UP_MS;
+    while (waiting.size > 0) {
+      for (const [key, version] of waiting) {
+        // Stale while the local copy is older than the flushed write.
+        const local = cache.get(key) as { version: number } | undefined;
+        if (local !== undefined && local.version < version && Date.now() < deadline) continue;
+        delays.push(Math.max(0, performance.timeOrigin + performance.now() - message.flushedAt!));
+        waiting.delete(key);
+        if (local === undefined) cache.fetch(key).catch(() => {});
+      }
+      if (waiting.size > 0) await tick();
     }
     process.send!({ delays });
   });
