@@ -312,9 +312,17 @@ export class ShardCache extends EventEmitter {
         if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found, generations[n]!) as T;
       });
     }
-    if (options?.loader) {
+    const loader = options?.loader;
+    if (loader) {
+      // Redis has been asked already (one MGET): only the loader is left.
       await Promise.all(missing.filter((i) => values[i] === undefined).map(async (i) => {
-        values[i] = await this.fetch(keys[i]!, options);
+        const key = keys[i]!;
+        let flight = this.fetches.get(key);
+        if (flight === undefined) {
+          flight = this.load(key, options).finally(() => this.fetches.delete(key));
+          this.fetches.set(key, flight);
+        }
+        values[i] = (await flight) as T | undefined;
       }));
     }
     return values;
@@ -340,12 +348,15 @@ export class ShardCache extends EventEmitter {
       if (this.closed) throw closedError();
       if (remote.bytes) return this.acceptRemote(key, remote, generation);
     }
-    if (options?.loader) {
-      const value = await options.loader(key);
-      if (value !== undefined && !this.closed) this.set(key, value, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : undefined);
-      return value;
-    }
-    return undefined;
+    return this.load(key, options);
+  }
+
+  /** Calls the loader, if any, and stores (and so writes behind) what it returns. */
+  private async load(key: string, options: FetchOptions | undefined): Promise<unknown> {
+    if (!options?.loader) return undefined;
+    const value = await options.loader(key);
+    if (value !== undefined && !this.closed) this.set(key, value, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : undefined);
+    return value;
   }
 
   /** Decodes bytes read from Redis and keeps a local copy (never written back). */
@@ -602,11 +613,7 @@ export class ShardCache extends EventEmitter {
       this.delete(key);
       return this;
     }
-    const bytes = encode(value);
-    if (bytes.length > this.options.maxValueBytes) {
-      throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
-    }
-    this.enqueue(OP_SET, key, hashKey(key), bytes, ttl > 0 ? Date.now() + ttl : 0);
+    this.enqueue(OP_SET, key, hashKey(key), this.encodeValue(key, value), ttl > 0 ? Date.now() + ttl : 0);
     return this;
   }
 
@@ -626,11 +633,7 @@ export class ShardCache extends EventEmitter {
     if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
     const encoded = list.map(([key, value]) => {
       if (value === undefined) return undefined;
-      const bytes = encode(value);
-      if (bytes.length > this.options.maxValueBytes) {
-        throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
-      }
-      return Buffer.from(bytes); // pack() reuses its buffer: copy before the next encode
+      return Buffer.from(this.encodeValue(key, value)); // pack() reuses its buffer: copy before the next encode
     });
     const ttl = options?.ttlMs ?? this.options.ttlMs;
     const expires = ttl > 0 ? Date.now() + ttl : 0;
@@ -641,6 +644,15 @@ export class ShardCache extends EventEmitter {
       else this.enqueue(OP_SET, key, hashKey(key), bytes, expires);
     }
     return this;
+  }
+
+  /** Encodes a value for `key`, refusing one larger than maxValueBytes. A view on msgpackr's buffer: see encode. */
+  private encodeValue(key: string, value: unknown): Uint8Array {
+    const bytes = encode(value);
+    if (bytes.length > this.options.maxValueBytes) {
+      throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
+    }
+    return bytes;
   }
 
   /** Deletes `key`. Returns whether it was there (as this thread sees it). */
