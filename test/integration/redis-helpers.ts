@@ -87,17 +87,7 @@ export async function readRedis(client: Redis, prefix: string, keys: readonly st
   return out;
 }
 
-/** A small deterministic PRNG (mulberry32), so a failing random sequence can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../support/prng.js';
 
 /** A value of one of the shapes users cache, chosen by `random`; each round-trips through msgpackr unchanged. */
 export function randomValue(random: () => number, n: number): unknown {
