@@ -1,8 +1,8 @@
 /**
  * Scenario "eviction": hit ratio of shardcache's eviction (CLOCK over the ring
- * arena, src/memory/shard-writer.ts) on the two ARC-paper traces in
- * ../shared/traces, against lru-cache (exact LRU) replayed in the same run,
- * with the ARC figures of the traces' README for reference.
+ * arena, src/memory/shard-writer.ts) on the two ARC-paper traces shipped in
+ * bench/traces/, against lru-cache (exact LRU) replayed in the same run, with
+ * the ARC figures of bench/traces/README.md for reference.
  *
  * Eviction is a property of one shard, so the replay drives a ShardWriter
  * directly on this thread (no owner thread, no timing): per request a `get`,
@@ -13,10 +13,9 @@
  * Trace: Megiddo & Modha, "ARC: A Self-Tuning, Low Overhead Replacement
  * Cache", USENIX FAST '03.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { decompress } from 'fzstd';
 import { LRUCache } from 'lru-cache';
 import { encode } from '../src/codec.js';
 import { hashKey } from '../src/hash.js';
@@ -27,7 +26,8 @@ import { OP_SET, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, re
 import type { ScenarioContext } from './measure.js';
 import { addRow, finishScenario, newScenario, type ScenarioResult } from './report.js';
 
-const TRACES_DIR = fileURLToPath(new URL('../../../shared/traces/', import.meta.url));
+/** The traces ship in the repository; this file runs as dist/bench/eviction.js. */
+const TRACES_DIR = new URL('../../bench/traces/', import.meta.url);
 
 /** Cache sizes and the hit ratios the traces' README gives for LRU and ARC. */
 const CASES: { trace: string; capacity: number; lru: number; arc: number }[] = [
@@ -41,8 +41,9 @@ const CASES: { trace: string; capacity: number; lru: number; arc: number }[] = [
 const VALUE = encode('xxxxxxxx');
 
 /** Expands a trace into its page numbers (each line: start count ignored request). */
-function loadTrace(file: string, limit: number): Uint32Array {
-  const text = execFileSync('zstd', ['-dc', file], { maxBuffer: 1 << 30 }).toString('latin1');
+function loadTrace(name: string, limit: number): Uint32Array {
+  const file = fileURLToPath(new URL(`${name}.lis.zst`, TRACES_DIR));
+  const text = Buffer.from(decompress(readFileSync(file))).toString('latin1');
   const pages: number[] = [];
   for (const line of text.split('\n')) {
     const [start, count] = line.trim().split(/\s+/).map(Number);
@@ -111,18 +112,7 @@ export async function runEviction(ctx: ScenarioContext): Promise<ScenarioResult>
     ],
     ['trace', 'capacity'],
   );
-  result.notes.push('ARC reference figures (from shared/traces/README.md) are printed in the notes; exact LRU is lru-cache itself');
-  let tools = true;
-  try {
-    execFileSync('zstd', ['--version'], { stdio: 'ignore' });
-  } catch {
-    tools = false;
-  }
-  if (!tools || !existsSync(TRACES_DIR)) {
-    result.status = 'skipped';
-    result.notes.unshift(`skipped: needs zstd and the traces in ${TRACES_DIR}`);
-    return result;
-  }
+  result.notes.push('ARC reference figures (from bench/traces/README.md) are printed in the notes; exact LRU is lru-cache itself');
   // --quick replays a prefix of each trace: the figures then differ from the README's.
   const limit = ctx.config.quick ? 100_000 : Infinity;
   const cases = ctx.config.quick ? CASES.filter((c) => c.capacity <= 5_000) : CASES;
@@ -131,7 +121,7 @@ export async function runEviction(ctx: ScenarioContext): Promise<ScenarioResult>
   for (const c of cases) {
     ctx.progress(done++, cases.length, `${c.trace} at ${c.capacity} entries`);
     let pages = traces.get(c.trace);
-    if (!pages) traces.set(c.trace, (pages = loadTrace(path.join(TRACES_DIR, `${c.trace}.lis.zst`), limit)));
+    if (!pages) traces.set(c.trace, (pages = loadTrace(c.trace, limit)));
     const group = `${c.trace} ${c.capacity}`;
     const params = { trace: c.trace, capacity: c.capacity };
     addRow(result, group, 'shardcache', params).runs.push({ hitPct: replayShard(pages, c.capacity) });

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the server binaries the integration tests spawn are installed
-# (and zstd, which the eviction benchmark uses to read the ARC traces).
+# Makes sure the server binaries the integration tests spawn are installed.
 # Idempotent, and never starts a server: the tests start their own on loopback.
 set -euo pipefail
 
@@ -8,12 +7,12 @@ set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 missing=()
-for bin in redis-server redis-cli nutcracker zstd; do
+for bin in redis-server redis-cli nutcracker; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "ensure-servers: redis-server, redis-cli, nutcracker and zstd already installed, nothing to do"
+  echo "ensure-servers: redis-server, redis-cli and nutcracker already installed, nothing to do"
   exit 0
 fi
 
@@ -31,6 +30,6 @@ if [ ! -e "$policy" ]; then
 fi
 
 $sudo apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools nutcracker zstd >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools nutcracker >/dev/null
 
-echo "ensure-servers: installed redis-server redis-tools nutcracker zstd (missing: ${missing[*]})"
+echo "ensure-servers: installed redis-server redis-tools nutcracker (missing: ${missing[*]})"
