@@ -1,6 +1,7 @@
 /**
- * The one msgpackr set-up, shared by every thread and by the Redis tier (the
- * bytes in a shard are the bytes in Redis).
+ * The shard's own value format: the one msgpackr set-up, shared by every
+ * thread. Only this process's threads read these bytes; what Redis holds is
+ * the codec's (src/redis/redis-codec.ts), converted at that boundary.
  *
  * - `useRecords: true` + `mapsAsObjects: false`: plain objects are written as
  *   records (their key list inlined in each value, so any thread or process
@@ -11,7 +12,7 @@
  *   shared buffer it was read from.
  * - `writeFunction` throws: msgpackr would otherwise silently drop functions.
  */
-import { C1, Packr } from 'msgpackr';
+import { Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
 
 const packr = new Packr({
@@ -116,34 +117,4 @@ function refuseLossy(value: unknown, depth: number): void {
 /** Decodes bytes[start, end). Throws msgpackr's own error on bad bytes; callers map it. */
 export function decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
   return start === 0 ? packr.unpack(bytes, end) : packr.unpack(bytes, { start, end });
-}
-
-/** Decodes bytes that came from outside (Redis): any failure becomes ERR_DECODE. */
-export function decodeUntrusted(bytes: Uint8Array, key: string): unknown {
-  let value: unknown;
-  try {
-    value = packr.unpack(bytes);
-  } catch (cause) {
-    throw new ShardCacheError('ERR_DECODE', `the bytes stored for key ${JSON.stringify(key)} do not decode`, { cause });
-  }
-  // msgpackr decodes the reserved byte 0xC1 as a marker object instead of failing.
-  if (containsC1(value, 0)) {
-    throw new ShardCacheError('ERR_DECODE', `the bytes stored for key ${JSON.stringify(key)} hold the reserved msgpack byte 0xC1`);
-  }
-  return value;
-}
-
-function containsC1(value: unknown, depth: number): boolean {
-  if (value === C1) return true;
-  if (value === null || typeof value !== 'object' || depth > 64 || ArrayBuffer.isView(value)) return false;
-  if (value instanceof Map) {
-    for (const [k, v] of value) if (containsC1(k, depth + 1) || containsC1(v, depth + 1)) return true;
-    return false;
-  }
-  if (value instanceof Set) {
-    for (const v of value) if (containsC1(v, depth + 1)) return true;
-    return false;
-  }
-  for (const k in value) if (containsC1((value as Record<string, unknown>)[k], depth + 1)) return true;
-  return false;
 }

@@ -4,6 +4,7 @@ export { ShardCacheError } from './errors.js';
 export type { ShardCacheErrorCode } from './errors.js';
 export type { ShardCacheOptions } from './options.js';
 export type { RedisOptions, WriteBehindOptions } from './redis/redis-options.js';
+export type { Codec, CodecName, CodecOption } from './redis/redis-codec.js';
 export type { Lock, LockOptions } from './lock.js';
 export type { CacheHandle } from './messages.js';
 export { MAX_KEY_LENGTH } from './memory/layout.js';

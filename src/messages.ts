@@ -17,7 +17,13 @@ export interface CacheHandle {
   readonly locks: SharedArrayBuffer;
   readonly options: ResolvedCoreOptions;
   /** What the Redis tier does, if there is one (the connection stays on the creating thread). */
-  readonly redis?: { readonly writeBehind: boolean; readonly readThrough: boolean; readonly twemproxy: boolean };
+  readonly redis?: {
+    readonly writeBehind: boolean;
+    readonly readThrough: boolean;
+    readonly twemproxy: boolean;
+    /** The codec's name, or 'custom' (its functions stay on the creating thread, which converts). */
+    readonly codec: import('./redis/redis-codec.js').CodecKind;
+  };
 }
 
 export interface WireError {

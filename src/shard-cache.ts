@@ -16,7 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { BroadcastChannel } from 'node:worker_threads';
-import { decodeRange, decodeUntrusted, encode } from './codec.js';
+import { decodeRange, encode } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
 import {
@@ -32,11 +32,11 @@ import {
   OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, R_TAIL, R_WAITERS, RECORD_HEADER_BYTES, RingProducer, createRing, recordBytes,
 } from './memory/write-queue.js';
 import { InvalidationBus } from './redis/invalidation-bus.js';
-import type { RemoteValue } from './redis/read-through.js';
+import { checkForCodec } from './redis/redis-codec.js';
 import { resolveRedisOptions } from './redis/redis-options.js';
 import { LockTable, createLockTable } from './memory/lock-table.js';
 import { acquireLock, type Lock, type LockBackend, type LockOptions } from './lock.js';
-import { RedisTier, RemoteTier, type TierAccess } from './redis/redis-tier.js';
+import { RedisTier, RemoteTier, type TierAccess, type TierValue } from './redis/redis-tier.js';
 import { WriteBehind } from './redis/write-behind.js';
 import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
 import { createNearCache, freezeIfShareable, type NearCache } from './near-cache.js';
@@ -136,6 +136,8 @@ export class ShardCache extends EventEmitter {
   private lockTable: LockTable | undefined;
   private readonly fetches = new Map<string, Promise<unknown>>();
   private closed = false;
+  /** Refuses at `set` a value the Redis codec could never store (see checkForCodec); undefined when none can be foreseen. */
+  private readonly checkCodec: ((value: unknown, key: string) => void) | undefined;
 
   private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
     super();
@@ -151,6 +153,8 @@ export class ShardCache extends EventEmitter {
     this.near = createNearCache(handle.options.nearCache, this.views);
     this.unsignaledBytes = new Array<number>(this.shardCount).fill(0);
     this.pool = pool;
+    const codec = handle.redis?.codec;
+    this.checkCodec = codec === 'string' || codec === 'buffer' ? (value, key) => checkForCodec(codec, value, key) : undefined;
   }
 
   /** Creates a cache and starts one owner thread per shard. */
@@ -180,7 +184,7 @@ export class ShardCache extends EventEmitter {
     const invalidation = redis.invalidation;
     const withRedis: CacheHandle = {
       ...handle,
-      redis: { writeBehind: wb !== false, readThrough: redis.readThrough, twemproxy: redis.twemproxy },
+      redis: { writeBehind: wb !== false, readThrough: redis.readThrough, twemproxy: redis.twemproxy, codec: redis.codec.kind },
     };
     // The flusher's own queues carry CLEAN records, which owners apply even when stalled.
     const flusher = wb === false ? undefined : newProducer(controlI32, resolved);
@@ -222,13 +226,17 @@ export class ShardCache extends EventEmitter {
       writeBehind = new WriteBehind({
         client: redis.client,
         keyPrefix: redis.keyPrefix,
+        codec: redis.codec,
         options: wb,
         views: cache.views,
         changeLogs,
         cleanRings: flusher.rings,
         control,
         onKeyFailed: (key, cause) => cache.report(Object.assign(
-          new ShardCacheError('ERR_REDIS', `Redis refused the write of key ${describe(key)} ${wb.maxAttempts} times; it was dropped: ${cause.message}`, { cause }),
+          // A ShardCacheError here is the codec refusing the value; anything else came from Redis.
+          cause instanceof ShardCacheError
+            ? cause
+            : new ShardCacheError('ERR_REDIS', `Redis refused the write of key ${describe(key)} ${wb.maxAttempts} times; it was dropped: ${cause.message}`, { cause }),
           { key },
         )),
         wakeOwner,
@@ -307,10 +315,14 @@ export class ShardCache extends EventEmitter {
     if (this.tier && this.handle.redis?.readThrough) {
       const generations = missing.map((i) => this.generationOf(keys[i]!));
       const remote = await this.tier.fetchMany(missing.map((i) => keys[i]!));
+      let failed: TierValue | undefined;
       missing.forEach((i, n) => {
         const found = remote[n]!;
-        if (found.bytes) values[i] = this.acceptRemote(keys[i]!, found, generations[n]!) as T;
+        if (found.error) failed ??= found;
+        else if (found.found) values[i] = this.acceptRemote(keys[i]!, found, generations[n]!) as T;
       });
+      // The other keys were kept (and are returned by the next call); this one's bytes are bad.
+      if (failed) throw ShardCacheError.fromWire(failed.error!);
     }
     const loader = options?.loader;
     if (loader) {
@@ -346,7 +358,7 @@ export class ShardCache extends EventEmitter {
       const generation = this.generationOf(key);
       const remote = await this.tier.fetch(key);
       if (this.closed) throw closedError();
-      if (remote.bytes) return this.acceptRemote(key, remote, generation);
+      if (remote.found) return this.acceptRemote(key, remote, generation);
     }
     return this.load(key, options);
   }
@@ -359,9 +371,10 @@ export class ShardCache extends EventEmitter {
     return value;
   }
 
-  /** Decodes bytes read from Redis and keeps a local copy (never written back). */
-  private acceptRemote(key: string, remote: RemoteValue, generation: number): unknown {
-    const value = decodeUntrusted(remote.bytes!, key);
+  /** The value read from Redis; keeps a local copy (never written back). */
+  private acceptRemote(key: string, remote: TierValue, generation: number): unknown {
+    if (remote.bytes === null) return remote.value;
+    const value = decodeRange(remote.bytes, 0, remote.bytes.length);
     this.fillLocal(key, remote, generation, true);
     return value;
   }
@@ -371,7 +384,7 @@ export class ShardCache extends EventEmitter {
    * while in flight, or (checked by the owner) the key was deleted locally after
    * `generation`, the shard's write generation when the read began.
    */
-  private fillLocal(key: string, remote: RemoteValue, generation: number, overlay: boolean): void {
+  private fillLocal(key: string, remote: TierValue, generation: number, overlay: boolean): void {
     if (this.closed || !remote.cacheable || !remote.bytes || remote.bytes.length > this.options.maxValueBytes) return;
     this.enqueue(OP_FILL, key, hashKey(key), remote.bytes, remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0, overlay, generation);
   }
@@ -409,8 +422,8 @@ export class ShardCache extends EventEmitter {
       // A local write of the key still on its way to Redis would land after
       // the increment and undo it: let it land first.
       if (this.mayBePending(key)) await this.flush();
-      const value = await tier.incr(key, by);
-      if (!this.closed) this.enqueue(OP_PUT, key, hashKey(key), encode(value), 0, true);
+      const { value, local } = await tier.incr(key, by);
+      if (!this.closed) this.enqueue(OP_PUT, key, hashKey(key), encode(local), 0, true);
       return value;
     }
     return this.withLocalLock(key, async () => {
@@ -447,7 +460,7 @@ export class ShardCache extends EventEmitter {
     try {
       if (this.mayBePending(key)) await this.flush();
       const remote = await tier.read(key);
-      const current = remote.bytes ? decodeUntrusted(remote.bytes, key) as T : undefined;
+      const current = (remote.bytes ? decodeRange(remote.bytes, 0, remote.bytes.length) : remote.value) as T | undefined;
       const next = await fn(current);
       if (next === undefined) this.delete(key);
       else this.set(key, next);
@@ -648,6 +661,7 @@ export class ShardCache extends EventEmitter {
 
   /** Encodes a value for `key`, refusing one larger than maxValueBytes. A view on msgpackr's buffer: see encode. */
   private encodeValue(key: string, value: unknown): Uint8Array {
+    this.checkCodec?.(value, key);
     const bytes = encode(value);
     if (bytes.length > this.options.maxValueBytes) {
       throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);

@@ -3,6 +3,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { ShardCacheError, invalidOption } from '../errors.js';
+import { RedisCodec, isCodecOption, type CodecOption } from './redis-codec.js';
 
 export interface WriteBehindOptions {
   /**
@@ -45,6 +46,15 @@ export interface RedisOptions {
    */
   keyPrefix?: string;
   /**
+   * The bytes a value has in Redis: `'msgpack'` (standard msgpack, readable
+   * by any msgpack decoder), `'json'` (UTF-8 JSON text), `'string'` (values
+   * are strings, stored as UTF-8), `'buffer'` (values are bytes, stored as
+   * they are), or your own `{ encode(value): Uint8Array, decode(bytes) }`.
+   * Only Redis sees it: shards keep their own format. See README, "Bytes in Redis".
+   * @default 'msgpack'
+   */
+  codec?: CodecOption;
+  /**
    * Write-behind settings, or false to never write to Redis.
    * @default {}
    */
@@ -78,6 +88,7 @@ export interface ResolvedRedisOptions {
   writeBehind: false | Required<WriteBehindOptions>;
   readThrough: boolean;
   twemproxy: boolean;
+  codec: RedisCodec;
 }
 
 export const REDIS_DEFAULTS = {
@@ -104,6 +115,10 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
   const twemproxy = options.twemproxy ?? false;
   if (typeof twemproxy !== 'boolean') throw invalidOption('redis.twemproxy', 'must be a boolean', twemproxy);
 
+  const codec = options.codec ?? 'msgpack';
+  if (!isCodecOption(codec)) {
+    throw invalidOption('redis.codec', "must be 'msgpack', 'json', 'string', 'buffer' or an object with encode(value) and decode(bytes) functions", codec);
+  }
   const invalidation = options.invalidation ?? !twemproxy;
   if (typeof invalidation !== 'boolean') throw invalidOption('redis.invalidation', 'must be a boolean', invalidation);
   if (invalidation && twemproxy) {
@@ -121,7 +136,7 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
     };
   }
   const made = client ?? new Redis(url!, { lazyConnect: false });
-  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy, invalidation };
+  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy, invalidation, codec: new RedisCodec(codec) };
 }
 
 function positive(value: unknown, name: string, min: number, integer = false): number {

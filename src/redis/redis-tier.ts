@@ -15,23 +15,41 @@ import type { OwnerPool } from '../owner-pool.js';
 import { randomBytes } from 'node:crypto';
 import type { InvalidationBus } from './invalidation-bus.js';
 import { ReadThrough, type RemoteValue } from './read-through.js';
-import { ACQUIRE_LOCK, EXTEND_LOCK, INCREMENT, RELEASE_LOCK } from './redis-scripts.js';
+import { ACQUIRE_LOCK, EXTEND_LOCK, RELEASE_LOCK, incrementScript } from './redis-scripts.js';
 import type { ResolvedRedisOptions } from './redis-options.js';
 import type { WriteBehind } from './write-behind.js';
 
+/**
+ * A key read from Redis, converted from the codec's bytes to what the shard
+ * keeps (redis-codec.ts), so that any thread can decode it.
+ */
+export interface TierValue {
+  found: boolean;
+  /** The shard's bytes for the value; null if absent, or if the shard cannot keep it (then in `value`). */
+  bytes: Buffer | null;
+  value?: unknown;
+  /** Remaining TTL in ms, or 0 for none. */
+  ttlMs: number;
+  /** False if the value may predate another process's write (see RemoteValue): return it, don't keep it. */
+  cacheable: boolean;
+  /** fetchMany only: this key's bytes did not decode (ERR_DECODE); the other keys are unaffected. */
+  error?: WireError;
+}
+
 export interface TierAccess {
-  fetch(key: string): Promise<RemoteValue>;
+  /** Rejects with ERR_DECODE if the key's bytes do not decode. */
+  fetch(key: string): Promise<TierValue>;
   /** A fresh read, not shared with reads already in flight (for update under a lock). */
-  read(key: string): Promise<RemoteValue>;
-  fetchMany(keys: readonly string[]): Promise<RemoteValue[]>;
+  read(key: string): Promise<TierValue>;
+  fetchMany(keys: readonly string[]): Promise<TierValue[]>;
   /** Resolves once every write issued (by any thread) before the call is in Redis. */
   flush(timeoutMs: number): Promise<void>;
   /** One attempt at the Redis lock: { token, fence } or null if someone holds it. */
   lockAcquire(key: string, ttlMs: number): Promise<{ token: string; fence: number } | null>;
   lockRelease(key: string, token: string): Promise<boolean>;
   lockExtend(key: string, token: string, ttlMs: number): Promise<boolean>;
-  /** INCRBY decided in Redis (on the msgpack value); returns the new value. */
-  incr(key: string, by: number): Promise<number>;
+  /** INCRBY decided in Redis (on the codec's value); returns the new value and what to keep locally. */
+  incr(key: string, by: number): Promise<{ value: number; local: unknown }>;
   close(): Promise<void>;
 }
 
@@ -47,7 +65,7 @@ export interface RedisTierConfig {
   /** The write generation of a key's shard, taken before a read (see ShardCache.fillLocal). */
   generationOf: (key: string) => number;
   /** Keeps a local copy of a value read from Redis for another thread (this thread orders it after invalidations). */
-  fillLocal: (key: string, remote: RemoteValue, generation: number) => void;
+  fillLocal: (key: string, remote: TierValue, generation: number) => void;
 }
 
 export class RedisTier implements TierAccess {
@@ -71,16 +89,30 @@ export class RedisTier implements TierAccess {
     return this.config.options.keyPrefix + key;
   }
 
-  fetch(key: string): Promise<RemoteValue> {
-    return this.readThrough.get(key);
+  async fetch(key: string): Promise<TierValue> {
+    return this.convert(key, await this.readThrough.get(key));
   }
 
-  fetchMany(keys: readonly string[]): Promise<RemoteValue[]> {
-    return this.readThrough.getMany(keys);
+  async fetchMany(keys: readonly string[]): Promise<TierValue[]> {
+    const remote = await this.readThrough.getMany(keys);
+    return remote.map((found, i) => {
+      try {
+        return this.convert(keys[i]!, found);
+      } catch (error) {
+        return { found: true, bytes: null, ttlMs: 0, cacheable: false, error: toWire(error) };
+      }
+    });
   }
 
-  read(key: string): Promise<RemoteValue> {
-    return this.readThrough.readFresh(key);
+  async read(key: string): Promise<TierValue> {
+    return this.convert(key, await this.readThrough.readFresh(key));
+  }
+
+  /** Redis bytes to the shard's; throws ERR_DECODE. */
+  private convert(key: string, remote: RemoteValue): TierValue {
+    if (remote.bytes === null) return { found: false, bytes: null, ttlMs: 0, cacheable: remote.cacheable };
+    const converted = this.config.options.codec.fromRedis(remote.bytes, key);
+    return { found: true, ...converted, ttlMs: remote.ttlMs, cacheable: remote.cacheable && converted.bytes !== null };
   }
 
   async flush(timeoutMs: number): Promise<void> {
@@ -131,14 +163,25 @@ export class RedisTier implements TierAccess {
     return Number(await this.client.eval(EXTEND_LOCK, 1, this.lockKeys(key)[0], token, Math.ceil(ttlMs))) === 1;
   }
 
-  async incr(key: string, by: number): Promise<number> {
+  async incr(key: string, by: number): Promise<{ value: number; local: unknown }> {
     const bus = this.config.bus;
+    const codec = this.config.options.codec.kind;
+    const script = incrementScript(codec);
+    if (script === undefined) {
+      throw new ShardCacheError('ERR_NOT_SUPPORTED', `incr() runs in Redis, which cannot read values of options.redis.codec ${codec}: use update(key, (n) => (n ?? 0) + by) instead`);
+    }
     try {
-      const result = await this.client.eval(INCREMENT, 1, this.key(key), String(by), bus ? bus.channel : '', bus ? bus.message([key]) : '');
-      return Number(result);
+      // The script returns the new number as the text it stored (%.17g, exact for doubles).
+      const text = String(await this.client.eval(script, 1, this.key(key), String(by), bus ? bus.channel : '', bus ? bus.message([key]) : ''));
+      const value = Number(text);
+      return { value, local: codec === 'string' ? text : value };
     } catch (error) {
-      if (/ERR_NOT_A_NUMBER/.test(String((error as Error)?.message))) {
-        throw new ShardCacheError('ERR_NOT_A_NUMBER', `incr: the value of ${JSON.stringify(key)} in Redis is not a number`, { cause: error });
+      const message = String((error as Error)?.message);
+      if (/ERR_NOT_A_NUMBER/.test(message)) {
+        throw new ShardCacheError('ERR_NOT_A_NUMBER', `incr: the value of ${JSON.stringify(key)} in Redis is not a number (or the sum is not finite)`, { cause: error });
+      }
+      if (/ERR_DECODE/.test(message)) {
+        throw new ShardCacheError('ERR_DECODE', `incr: the bytes stored in Redis for key ${JSON.stringify(key)} do not decode with options.redis.codec (${codec})`, { cause: error });
       }
       throw error;
     }
@@ -200,18 +243,19 @@ export class RemoteTier implements TierAccess {
     };
   }
 
-  async fetch(key: string): Promise<RemoteValue> {
-    const remote = (await this.call('fetch', [key])) as RemoteValue & { bytes: Uint8Array | null };
-    return { ...remote, bytes: remote.bytes ? Buffer.from(remote.bytes) : null };
+  async fetch(key: string): Promise<TierValue> {
+    return asBuffer((await this.call('fetch', [key])) as TierValue);
   }
 
-  fetchMany(keys: readonly string[]): Promise<RemoteValue[]> {
-    return Promise.all(keys.map((key) => this.fetch(key)));
+  fetchMany(keys: readonly string[]): Promise<TierValue[]> {
+    return Promise.all(keys.map((key) => this.fetch(key).catch((error: unknown): TierValue => {
+      if (error instanceof ShardCacheError && error.code === 'ERR_DECODE') return { found: true, bytes: null, ttlMs: 0, cacheable: false, error: error.toWire() };
+      throw error;
+    })));
   }
 
-  async read(key: string): Promise<RemoteValue> {
-    const remote = (await this.call('read', [key])) as RemoteValue & { bytes: Uint8Array | null };
-    return { ...remote, bytes: remote.bytes ? Buffer.from(remote.bytes) : null };
+  async read(key: string): Promise<TierValue> {
+    return asBuffer((await this.call('read', [key])) as TierValue);
   }
 
   async flush(timeoutMs: number): Promise<void> {
@@ -231,7 +275,7 @@ export class RemoteTier implements TierAccess {
   }
 
   incr(key: string, by: number) {
-    return this.call('incr', [key, by]) as Promise<number>;
+    return this.call('incr', [key, by]) as Promise<{ value: number; local: unknown }>;
   }
 
   async close(): Promise<void> {
@@ -252,6 +296,11 @@ export class RemoteTier implements TierAccess {
       this.channel.postMessage({ type: 'call', id, producer: this.producer, method, args } satisfies ChannelMessage);
     });
   }
+}
+
+/** A Buffer arrives as a plain Uint8Array through the channel. */
+function asBuffer(remote: TierValue): TierValue {
+  return remote.bytes ? { ...remote, bytes: Buffer.from(remote.bytes.buffer, remote.bytes.byteOffset, remote.bytes.byteLength) } : remote;
 }
 
 function toWire(error: unknown): WireError {

@@ -3,7 +3,8 @@
  *
  * Owners log every applied change (op, key) to their shard's change log. The
  * flusher drains the logs in batches and, for each key in a batch, sends the
- * key's CURRENT local state: SET with the shard's msgpack bytes and remaining
+ * key's CURRENT local state: SET with the value in the codec's bytes (converted
+ * here from the shard's own format, see redis-codec.ts) and remaining
  * TTL as PX if the key is present, DEL if it was deleted (its latest record is
  * a delete) or expired before it reached Redis; a key absent only because its
  * clean entry was evicted is left alone in Redis. Sending state rather
@@ -18,8 +19,10 @@
  * Failures: a failed connection or timeout retries the whole batch with
  * backoff, forever (the writes stay pending, and backpressure bounds them); a
  * reply error for one key (WRONGTYPE, ...) retries that key up to
- * `maxAttempts`, then drops it, counts it as failed and reports it. Every
- * logged record ends up counted exactly once as flushed or failed.
+ * `maxAttempts`, then drops it, counts it as failed and reports it; a value
+ * the codec refuses is dropped the same way at once. A dropped write will
+ * never reach Redis, so its entry is marked clean (evictable) like a flushed
+ * one. Every logged record ends up counted exactly once as flushed or failed.
  */
 import { EventEmitter } from 'node:events';
 import { ShardCacheError } from '../errors.js';
@@ -30,6 +33,7 @@ import { FLAG_DIRTY, RECORD_NUMBER_MASK } from '../memory/layout.js';
 import { NOT_FOUND, Scratch, type ShardView } from '../memory/shard-view.js';
 import { OP_CLEAN, OP_CLEAR, OP_DELETE, RingConsumer, RingProducer, recordBytes } from '../memory/write-queue.js';
 import { Cluster } from 'ioredis';
+import type { RedisCodec } from './redis-codec.js';
 import type { WriteBehindOptions } from './redis-options.js';
 import { groupByNode, isConnectionError, type Client } from './redis-target.js';
 
@@ -51,6 +55,7 @@ interface PendingKey {
 export interface WriteBehindConfig {
   client: Client;
   keyPrefix: string;
+  codec: RedisCodec;
   options: Required<WriteBehindOptions>;
   views: readonly ShardView[];
   changeLogs: readonly SharedArrayBuffer[];
@@ -239,7 +244,7 @@ export class WriteBehind extends EventEmitter {
         let sent = 0;
         for (const i of group) {
           const command = commands[i]!;
-          if (command.kind === 'skip') continue;
+          if (command.kind === 'skip' || command.kind === 'refused') continue;
           sent++;
           if (command.kind === 'set') {
             if (command.px > 0) pipeline.set(redisKeys[i]!, command.bytes, 'PX', command.px);
@@ -266,6 +271,10 @@ export class WriteBehind extends EventEmitter {
             this.settle(pending.records, 0);
             continue;
           }
+          if (command.kind === 'refused') {
+            this.drop(pending, command.error, command.seq, through[pending.shard]!);
+            continue;
+          }
           const error = results === null ? new Error('pipeline failed') : results[r++]?.[0] ?? null;
           if (error === null) {
             this.settle(pending.records, 0);
@@ -275,8 +284,7 @@ export class WriteBehind extends EventEmitter {
             connectionFailed = true;
             retry.push(pending);
           } else if (++pending.attempts >= this.config.options.maxAttempts) {
-            this.settle(0, pending.records);
-            this.config.onKeyFailed(pending.key, error);
+            this.drop(pending, error, command.kind === 'set' ? command.seq : 0, through[pending.shard]!);
           } else {
             retry.push(pending);
           }
@@ -293,10 +301,18 @@ export class WriteBehind extends EventEmitter {
     }
   }
 
+  /** Gives up on a write: counted failed, reported, and its entry no longer kept for Redis. */
+  private drop(pending: PendingKey, error: Error, seq: number, through: number): void {
+    this.settle(0, pending.records);
+    if (seq !== 0) this.queueClean(pending, seq, through);
+    this.config.onKeyFailed(pending.key, error);
+  }
+
   private stateOf(pending: PendingKey, now: number):
     | { kind: 'set'; bytes: Buffer; px: number; seq: number }
     | { kind: 'del' }
-    | { kind: 'skip' } {
+    | { kind: 'skip' }
+    | { kind: 'refused'; error: Error; seq: number } {
     const view = this.config.views[pending.shard]!;
     const length = view.read(pending.key, pending.hash, now, this.scratch);
     if (length === NOT_FOUND) {
@@ -313,7 +329,14 @@ export class WriteBehind extends EventEmitter {
     // Already acknowledged by Redis in an earlier batch: nothing new to send.
     if ((view.foundFlags & FLAG_DIRTY) === 0) return { kind: 'skip' };
     const px = view.foundExpires === 0 ? 0 : Math.max(1, Math.ceil(view.foundExpires - now));
-    return { kind: 'set', bytes: Buffer.from(this.scratch.buffer.subarray(0, length)), px, seq: view.foundSeq };
+    const seq = view.foundSeq;
+    let bytes: Buffer;
+    try {
+      bytes = this.config.codec.toRedis(this.scratch.buffer.subarray(0, length), pending.key);
+    } catch (error) {
+      return { kind: 'refused', error: error as Error, seq };
+    }
+    return { kind: 'set', bytes, px, seq };
   }
 
   private settle(flushed: number, failed: number): void {
