@@ -21,6 +21,8 @@ export interface CacheHandle {
     readonly writeBehind: boolean;
     readonly readThrough: boolean;
     readonly twemproxy: boolean;
+    /** options.redis.writeBehind.maxPending (Infinity without write-behind): every writing thread enforces it. */
+    readonly maxPending: number;
     /** The codec's name, or 'custom' (its functions stay on the creating thread, which converts). */
     readonly codec: import('./redis/redis-codec.js').CodecKind;
   };
@@ -57,7 +59,6 @@ export interface OwnerData {
   /** Present when writes must reach Redis: the owner logs changes here. */
   readonly changeLog?: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
-  readonly maxPending: number;
   readonly batchSize: number;
 }
 

@@ -21,7 +21,6 @@ export interface OwnerPoolConfig {
   channel: string;
   control: SharedArrayBuffer;
   changeLogs?: readonly SharedArrayBuffer[];
-  maxPending: number;
   batchSize: number;
 }
 
@@ -84,7 +83,6 @@ export class OwnerPool extends EventEmitter {
       producers: [...this.producers.values()],
       changeLog: this.config.changeLogs?.[shard],
       control: this.config.control,
-      maxPending: this.config.maxPending,
       batchSize: this.config.batchSize,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `shardcache owner ${shard}` });

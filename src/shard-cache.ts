@@ -138,6 +138,8 @@ export class ShardCache extends EventEmitter {
   private closed = false;
   /** Refuses at `set` a value the Redis codec could never store (see checkForCodec); undefined when none can be foreseen. */
   private readonly checkCodec: ((value: unknown, key: string) => void) | undefined;
+  /** Whether writes must reach Redis (write-behind): they are then counted pending. */
+  private readonly logsWrites: boolean;
 
   private constructor(handle: CacheHandle, producer: ProducerRings, pool: OwnerPool | undefined) {
     super();
@@ -153,6 +155,7 @@ export class ShardCache extends EventEmitter {
     this.near = createNearCache(handle.options.nearCache, this.views);
     this.unsignaledBytes = new Array<number>(this.shardCount).fill(0);
     this.pool = pool;
+    this.logsWrites = handle.redis?.writeBehind === true;
     const codec = handle.redis?.codec;
     this.checkCodec = codec === 'string' || codec === 'buffer' ? (value, key) => checkForCodec(codec, value, key) : undefined;
   }
@@ -174,7 +177,7 @@ export class ShardCache extends EventEmitter {
     };
     const producer = newProducer(controlI32, resolved);
     if (options?.redis === undefined) {
-      const pool = new OwnerPool({ shards, channel: handle.channel, control, maxPending: Infinity, batchSize: Infinity }, [producer]);
+      const pool = new OwnerPool({ shards, channel: handle.channel, control, batchSize: Infinity }, [producer]);
       await pool.start();
       return new ShardCache(handle, producer, pool);
     }
@@ -184,7 +187,13 @@ export class ShardCache extends EventEmitter {
     const invalidation = redis.invalidation;
     const withRedis: CacheHandle = {
       ...handle,
-      redis: { writeBehind: wb !== false, readThrough: redis.readThrough, twemproxy: redis.twemproxy, codec: redis.codec.kind },
+      redis: {
+        writeBehind: wb !== false,
+        readThrough: redis.readThrough,
+        twemproxy: redis.twemproxy,
+        maxPending: wb === false ? Infinity : wb.maxPending,
+        codec: redis.codec.kind,
+      },
     };
     // The flusher's own queues carry CLEAN records, which owners apply even when stalled.
     const flusher = wb === false ? undefined : newProducer(controlI32, resolved);
@@ -195,7 +204,6 @@ export class ShardCache extends EventEmitter {
         channel: handle.channel,
         control,
         changeLogs,
-        maxPending: wb === false ? Infinity : wb.maxPending,
         batchSize: wb === false ? Infinity : wb.batchSize,
       },
       flusher ? [producer, flusher] : [producer],
@@ -684,7 +692,16 @@ export class ShardCache extends EventEmitter {
     if (this.handle.redis?.writeBehind && this.handle.redis.twemproxy) {
       throw new ShardCacheError('ERR_NOT_SUPPORTED', 'clear() cannot reach Redis through twemproxy (it does not proxy SCAN); delete keys one by one, or set redis.writeBehind to false');
     }
-    for (let shard = 0; shard < this.shardCount; shard++) this.enqueueTo(shard, OP_CLEAR, '', 0, undefined, 0, false);
+    // Admitted for every shard at once: a clear refused halfway would clear only some shards.
+    if (this.logsWrites) this.admitPending(this.shardCount);
+    let queued = 0;
+    try {
+      for (; queued < this.shardCount; queued++) this.enqueueTo(queued, OP_CLEAR, '', 0, undefined, 0, false, 0, true);
+    } catch (error) {
+      // enqueueTo gave back the failed shard's count; these never got queued.
+      if (this.logsWrites) this.releasePending(this.shardCount - queued - 1);
+      throw error;
+    }
     this.overlay.clear();
     this.near?.clear();
     this.settledSync();
@@ -726,7 +743,8 @@ export class ShardCache extends EventEmitter {
   private redisStats(): RedisStats {
     const f64 = this.controlF64;
     return {
-      pending: Atomics.load(this.control, C_REDIS_PENDING),
+      // Never below 0: see README, "Failure modes" (a write re-applied after an owner crash is logged twice).
+      pending: Math.max(0, Atomics.load(this.control, C_REDIS_PENDING)),
       flushed: f64[F_REDIS_FLUSHED]!,
       retries: f64[F_REDIS_RETRIES]!,
       failed: f64[F_REDIS_FAILED]!,
@@ -785,16 +803,29 @@ export class ShardCache extends EventEmitter {
     this.enqueueTo(shardOf(hash, this.shardCount), op, key, hash, bytes, expires, overlay, spare);
   }
 
-  /** Queues a write; with `overlay`, this thread sees it at once (read-your-writes). */
-  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true, spare = 0): void {
+  /**
+   * Queues a write; with `overlay`, this thread sees it at once (read-your-writes).
+   * A write that must reach Redis is counted pending from here (`admitted`: by the caller).
+   */
+  private enqueueTo(shard: number, op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay = true, spare = 0, admitted = false): void {
     // An attached thread learns here that the creating thread closed the cache:
     // no owner would ever apply this write.
     if (Atomics.load(this.control, C_CLOSED) !== 0) throw closedError();
     const producer = this.producers[shard]!;
     const valueLength = bytes === undefined ? 0 : bytes.length;
     const size = recordBytes(key.length, valueLength);
+    // The ops an owner logs for Redis (the others are local: fills, drops, cleans).
+    const logged = this.logsWrites && (op === OP_SET || op === OP_DELETE || op === OP_CLEAR);
+    if (logged && !admitted) this.admitPending(1);
     let offset = producer.tryReserve(size);
-    if (offset < 0) offset = this.waitForRoom(shard, size);
+    if (offset < 0) {
+      try {
+        offset = this.waitForRoom(shard, size);
+      } catch (error) {
+        if (logged) this.releasePending(1);
+        throw error;
+      }
+    }
     producer.writeHeader(offset, size, op, hash, key.length, valueLength, expires);
     producer.writeKey(offset, key);
     if (spare !== 0) producer.writeSpare(offset, spare);
@@ -851,6 +882,50 @@ export class ShardCache extends EventEmitter {
     }
   }
 
+  /**
+   * Counts `n` more writes waiting for Redis, never past maxPending across all
+   * threads: a compare-and-swap, so the bound is exact however many threads
+   * write at once, and `pending` counts a write from the moment it is accepted
+   * until Redis acknowledged it, whether it waits in a write queue, for its
+   * owner or in a change log. At the bound, the creating thread refuses at
+   * once (the flush that would make room runs on its own event loop); another
+   * thread waits, up to backpressureTimeoutMs, for the flusher to make room.
+   */
+  private admitPending(n: number): void {
+    const control = this.control;
+    const maxPending = this.handle.redis!.maxPending;
+    let deadline = 0;
+    for (;;) {
+      const pending = Atomics.load(control, C_REDIS_PENDING);
+      if (pending + n <= maxPending) {
+        if (Atomics.compareExchange(control, C_REDIS_PENDING, pending, pending + n) === pending) return;
+        continue;
+      }
+      if (this.pool) {
+        throw new ShardCacheError(
+          'ERR_BACKPRESSURE',
+          `options.redis.writeBehind.maxPending (${maxPending}) writes are waiting for Redis; on the thread that created the cache, writes cannot wait for them synchronously (the flush runs on this thread): await cache.flush() and retry`,
+        );
+      }
+      if (deadline === 0) deadline = Date.now() + this.options.backpressureTimeoutMs;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new ShardCacheError(
+          'ERR_BACKPRESSURE',
+          `options.redis.writeBehind.maxPending (${maxPending}) writes stayed waiting for Redis for options.backpressureTimeoutMs (${this.options.backpressureTimeoutMs} ms)`,
+        );
+      }
+      if (Atomics.load(control, C_CLOSED) !== 0) throw closedError();
+      // The flusher notifies this word each time it settles writes.
+      Atomics.wait(control, C_REDIS_PENDING, pending, Math.min(left, 50));
+    }
+  }
+
+  private releasePending(n: number): void {
+    Atomics.sub(this.control, C_REDIS_PENDING, n);
+    Atomics.notify(this.control, C_REDIS_PENDING);
+  }
+
   private waitForRoom(shard: number, size: number): number {
     const producer = this.producers[shard]!;
     const deadline = Date.now() + this.options.backpressureTimeoutMs;
@@ -860,11 +935,11 @@ export class ShardCache extends EventEmitter {
       Atomics.add(i32, H_DOORBELL, 1);
       Atomics.notify(i32, H_DOORBELL);
       // On the creating thread, the Redis flush runs on this thread's event loop:
-      // waiting here for an owner stalled on pending Redis writes cannot help.
-      if (this.pool && this.handle.redis?.writeBehind && Atomics.load(i32, H_STALLED) !== 0) {
+      // waiting here for an owner stalled on a full change log cannot help.
+      if (this.pool && this.logsWrites && Atomics.load(i32, H_STALLED) !== 0) {
         throw new ShardCacheError(
           'ERR_BACKPRESSURE',
-          `options.redis.writeBehind.maxPending writes are waiting for Redis; on the thread that created the cache, writes cannot wait for them synchronously (the flush runs on this thread): await cache.flush() and retry`,
+          `shard ${shard}'s change log is full of writes waiting for Redis; on the thread that created the cache, writes cannot wait for them synchronously (the flush runs on this thread): await cache.flush() and retry`,
         );
       }
       const left = deadline - Date.now();

@@ -26,7 +26,7 @@ const SPIN_BEFORE_SLEEP_MS = 0.05;
 
 repairShard(data.sab);
 const writer = new ShardWriter(data.sab);
-if (data.changeLog) writer.changeLog = new ChangeLog(data.changeLog, data.control, data.maxPending, data.batchSize);
+if (data.changeLog) writer.changeLog = new ChangeLog(data.changeLog, data.control, data.batchSize);
 const consumers = new Map<number, RingConsumer>();
 for (const p of data.producers) {
   const ring = p.rings[data.shard];

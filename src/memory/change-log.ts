@@ -5,10 +5,11 @@
  * copied here: the flusher reads the key's current bytes from the shard when
  * it flushes, which is what coalesces many writes of one key into one SET.
  *
- * It also bounds the work waiting for Redis: the owner appends only while the
- * cache-wide pending count is under `maxPending` and the ring has room;
- * otherwise it stops applying writes (the shard stalls), producers' rings fill,
- * and writers get backpressure.
+ * The writes waiting for Redis are counted (C_REDIS_PENDING) and bounded by
+ * the writing threads, when they queue a write (see ShardCache.admitPending),
+ * not here: a write counts from the moment it is accepted, wherever it then
+ * waits. If this ring has no room, the owner stops applying writes (the shard
+ * stalls) until the flusher drains it, and writers meet full queues.
  */
 import { C_FLUSH_BELL, C_REDIS_PENDING } from './control.js';
 import { OP_SET, RingProducer, recordBytes } from './write-queue.js';
@@ -16,38 +17,24 @@ import { OP_SET, RingProducer, recordBytes } from './write-queue.js';
 export class ChangeLog {
   private readonly ring: RingProducer;
   private readonly control: Int32Array;
-  private readonly maxPending: number;
   private readonly batchSize: number;
   private reserved = -1;
 
-  constructor(ring: SharedArrayBuffer, control: SharedArrayBuffer, maxPending: number, batchSize: number) {
+  constructor(ring: SharedArrayBuffer, control: SharedArrayBuffer, batchSize: number) {
     this.ring = new RingProducer(ring);
     this.control = new Int32Array(control);
-    this.maxPending = maxPending;
     this.batchSize = batchSize;
   }
 
-  /**
-   * Reserves room for one record and counts it pending; false means the owner
-   * must wait (backpressure). A compare-and-swap keeps the bound exact when
-   * several owners reserve at once, even as seen by a reader of the count.
-   */
+  /** Reserves room for one record; false means the owner must wait for the flusher. */
   tryReserve(keyLength: number): boolean {
-    for (;;) {
-      const pending = Atomics.load(this.control, C_REDIS_PENDING);
-      if (pending >= this.maxPending) return false;
-      if (Atomics.compareExchange(this.control, C_REDIS_PENDING, pending, pending + 1) === pending) break;
-    }
     this.reserved = this.ring.tryReserve(recordBytes(keyLength, 0));
-    if (this.reserved < 0) Atomics.sub(this.control, C_REDIS_PENDING, 1);
     return this.reserved >= 0;
   }
 
-  /** Gives back a reservation the owner could not use. */
+  /** Gives back a reservation the owner could not use (the ring's room is reserved again next time). */
   cancel(): void {
-    if (this.reserved < 0) return;
     this.reserved = -1;
-    Atomics.sub(this.control, C_REDIS_PENDING, 1);
   }
 
   /** Appends the reserved record: the key is copied from `src` (a write-queue record). */

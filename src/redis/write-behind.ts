@@ -343,6 +343,8 @@ export class WriteBehind extends EventEmitter {
     if (flushed > 0) this.stats[F_REDIS_FLUSHED]! += flushed;
     if (failed > 0) this.stats[F_REDIS_FAILED]! += failed;
     Atomics.sub(this.control, C_REDIS_PENDING, flushed + failed);
+    // Writers on attached threads may be waiting for the count to drop (admitPending).
+    Atomics.notify(this.control, C_REDIS_PENDING);
   }
 
   /** Tells the owner Redis has the write stamped `seq`, so the entry may be evicted again. */

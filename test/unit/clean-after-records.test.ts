@@ -16,7 +16,7 @@ import {
 
 function setup() {
   const writer = new ShardWriter(createShardBuffer(1024 * 1024));
-  writer.changeLog = new ChangeLog(createRing(1 << 20), createControl(), 1_000_000, 1_000_000);
+  writer.changeLog = new ChangeLog(createRing(1 << 20), createControl(), 1_000_000);
   const sab = createRing(1 << 16);
   const producer = new RingProducer(sab);
   const consumer = new RingConsumer(sab);
