@@ -22,7 +22,7 @@ import { hashKey } from '../src/hash.js';
 import { HEADER_BYTES, SLOT_BYTES, STRIPES, createShardBuffer, entryBytes, shardGeometry } from '../src/memory/layout.js';
 import { NOT_FOUND, Scratch } from '../src/memory/shard-view.js';
 import { ShardWriter } from '../src/memory/shard-writer.js';
-import { OP_SET, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes } from '../src/memory/write-queue.js';
+import { OP_SET, RingConsumer, RingProducer, createRing, recordBytes } from '../src/memory/write-queue.js';
 import type { ScenarioContext } from './measure.js';
 import { addRow, finishScenario, newScenario, type ScenarioResult } from './report.js';
 
@@ -79,9 +79,7 @@ function replayShard(pages: Uint32Array, capacity: number): number {
     }
     const size = recordBytes(key.length, VALUE.length);
     const at = producer.tryReserve(size);
-    producer.writeHeader(at, size, OP_SET, hash, key.length, VALUE.length, 0);
-    producer.writeKey(at, key);
-    producer.u8.set(VALUE, at + RECORD_HEADER_BYTES + key.length * 2);
+    producer.writeRecord(at, OP_SET, hash, key, VALUE, 0, 0);
     producer.publish();
     const offset = consumer.next();
     writer.apply(consumer, offset);

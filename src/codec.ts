@@ -114,7 +114,11 @@ function refuseLossy(value: unknown, depth: number): void {
   }
 }
 
-/** Decodes bytes[start, end). Throws msgpackr's own error on bad bytes; callers map it. */
+/**
+ * Decodes bytes[start, end). Throws msgpackr's own error on bad bytes; callers
+ * map it. Past 0 it decodes a subarray: msgpackr's `{ start, end }` form is
+ * ~15x slower than decoding a view.
+ */
 export function decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
-  return start === 0 ? packr.unpack(bytes, end) : packr.unpack(bytes, { start, end });
+  return start === 0 ? packr.unpack(bytes, end) : packr.unpack(bytes.subarray(start, end));
 }

@@ -74,6 +74,13 @@ export const DEFAULTS = {
   backpressureTimeoutMs: 5_000,
 } as const;
 
+/** How long `flush()` waits by default, and `close()` for the pending writes. */
+export const FLUSH_TIMEOUT_MS = 30_000;
+/** How long `attach` waits for every owner to acknowledge the new thread's queues. */
+export const ATTACH_TIMEOUT_MS = 10_000;
+/** How often `attach` re-posts its registration (an owner being replaced may miss one). */
+export const ATTACH_RETRY_MS = 200;
+
 /** A shard's SAB uses Int32 byte offsets. */
 const MAX_SHARD_BYTES = 2 ** 31 - 8;
 const MIN_RING_BYTES = 256 * 1024;
@@ -104,14 +111,19 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
     throw invalidOption('nearCache', 'must be an integer from 0 (off) to 10000000', nearCache);
   }
   const backpressureTimeoutMs = options.backpressureTimeoutMs ?? DEFAULTS.backpressureTimeoutMs;
-  if (typeof backpressureTimeoutMs !== 'number' || !(backpressureTimeoutMs >= 0) || !Number.isFinite(backpressureTimeoutMs)) {
-    throw invalidOption('backpressureTimeoutMs', 'must be a finite number of milliseconds, 0 or more', backpressureTimeoutMs);
-  }
+  validateTimeout(backpressureTimeoutMs, 'backpressureTimeoutMs');
   // Room for at least two of the largest records, so one large write never
   // waits for a ring that can never hold it.
   let ringBytes = MIN_RING_BYTES;
   while (ringBytes < 2 * recordBytes(MAX_KEY_LENGTH, maxValueBytes)) ringBytes *= 2;
   return { shards, maxBytes, shardBytes, ttlMs, maxValueBytes, nearCache, backpressureTimeoutMs, ringBytes };
+}
+
+/** A timeout in ms: finite and 0 or more (0 means do not wait). */
+export function validateTimeout(ms: unknown, name: string): asserts ms is number {
+  if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) {
+    throw invalidOption(name, 'must be a finite number of milliseconds, 0 or more', ms);
+  }
 }
 
 export function validateTtl(ttlMs: unknown, name: string): asserts ttlMs is number {

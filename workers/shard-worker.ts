@@ -10,6 +10,7 @@ import { BroadcastChannel, parentPort, workerData } from 'node:worker_threads';
 import { H_DOORBELL, H_SLEEPING, H_STALLED, H_TTL_ENTRIES } from '../src/memory/layout.js';
 import { ShardWriter, repairShard } from '../src/memory/shard-writer.js';
 import { RingConsumer } from '../src/memory/write-queue.js';
+import { wakeOwner } from '../src/memory/doorbell.js';
 import { ChangeLog } from '../src/memory/change-log.js';
 import type { ChannelMessage, FromOwner, OwnerData, ToOwner } from '../src/messages.js';
 
@@ -61,8 +62,7 @@ parentPort!.on('message', (message: ToOwner) => {
 });
 
 function wake(): void {
-  Atomics.add(i32, H_DOORBELL, 1);
-  Atomics.notify(i32, H_DOORBELL);
+  wakeOwner(i32);
 }
 
 /** Applies up to `limit` records of one ring. Returns how many, or -1 if the shard stalled. */

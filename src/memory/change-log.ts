@@ -12,7 +12,7 @@
  * stalls) until the flusher drains it, and writers meet full queues.
  */
 import { C_FLUSH_BELL, C_REDIS_PENDING } from './control.js';
-import { OP_SET, RingProducer, recordBytes } from './write-queue.js';
+import { OP_CLEAR, OP_SET, RingProducer, recordBytes, type Ring } from './write-queue.js';
 
 export class ChangeLog {
   private readonly ring: RingProducer;
@@ -37,14 +37,12 @@ export class ChangeLog {
     this.reserved = -1;
   }
 
-  /** Appends the reserved record: the key is copied from `src` (a write-queue record). */
-  append(op: number, hash: number, seq: number, src: Uint16Array, keyIndex: number, keyLength: number): void {
-    const at = this.reserved;
-    const ring = this.ring;
-    ring.writeHeader(at, recordBytes(keyLength, 0), op, hash, keyLength, 0, 0);
-    ring.i32[(at + 20) >> 2] = op === OP_SET ? seq : 0;
-    ring.u16.set(src.subarray(keyIndex, keyIndex + keyLength), (at + 32) >> 1);
-    ring.publish();
+  /** Appends the reserved record: the key is copied from `src`, a write-queue record at `offset`. */
+  append(op: number, seq: number, src: Ring, offset: number): void {
+    const keyLength = op === OP_CLEAR ? 0 : src.keyLength(offset);
+    const k = src.keyIndex(offset);
+    this.ring.writeRecord(this.reserved, op, src.hash(offset), src.u16.subarray(k, k + keyLength), undefined, 0, op === OP_SET ? seq : 0);
+    this.ring.publish();
     this.reserved = -1;
     // Enough waits for a batch: wake the flusher now rather than at its next tick.
     if (Atomics.load(this.control, C_REDIS_PENDING) >= this.batchSize && Atomics.compareExchange(this.control, C_FLUSH_BELL, 0, 1) === 0) {

@@ -27,7 +27,7 @@ import {
 import { NOT_FOUND, ShardView } from './shard-view.js';
 import { writeBegin, writeEnd } from './stripe-lock.js';
 import {
-  OP_CLEAN, OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, RECORD_HEADER_BYTES, type Ring,
+  OP_CLEAN, OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, type Ring,
 } from './write-queue.js';
 import type { ChangeLog } from './change-log.js';
 
@@ -71,7 +71,7 @@ export class ShardWriter extends ShardView {
    * caller keeps the record and retries later.
    */
   apply(ring: Ring, offset: number): boolean {
-    const op = ring.i32[(offset + 4) >> 2]!;
+    const op = ring.op(offset);
     if (op === OP_CLEAN) {
       this.applyClean(ring, offset);
       return true;
@@ -94,8 +94,7 @@ export class ShardWriter extends ShardView {
         return true;
     }
     const log = this.changeLog;
-    const keyLength = op === OP_CLEAR ? 0 : ring.i32[(offset + 12) >> 2]!;
-    if (log !== undefined && !log.tryReserve(keyLength)) return false;
+    if (log !== undefined && !log.tryReserve(op === OP_CLEAR ? 0 : ring.keyLength(offset))) return false;
     switch (op) {
       case OP_SET:
         if (!this.applySet(ring, offset, log !== undefined)) {
@@ -116,7 +115,7 @@ export class ShardWriter extends ShardView {
     }
     this.i32[H_WRITE_GENERATION] = (this.i32[H_WRITE_GENERATION]! + 1) | 0;
     if (log !== undefined) {
-      log.append(op, ring.i32[(offset + 8) >> 2]!, this.lastSeq, ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength);
+      log.append(op, this.lastSeq, ring, offset);
       const record = (this.i32[H_LOG_RECORDS]! + 1) & RECORD_NUMBER_MASK;
       this.i32[H_LOG_RECORDS] = record;
       // The entry stays dirty until the flusher has processed this record (see applyClean).
@@ -126,12 +125,11 @@ export class ShardWriter extends ShardView {
   }
 
   private applySet(ring: Ring, offset: number, dirty: boolean): boolean {
-    const ri32 = ring.i32;
-    const hash = ri32[(offset + 8) >> 2]!;
-    const keyLength = ri32[(offset + 12) >> 2]!;
-    const valueLength = ri32[(offset + 16) >> 2]!;
-    const expires = ring.f64[(offset + 24) >> 3]!;
-    const keyIndex = (offset + RECORD_HEADER_BYTES) >> 1;
+    const hash = ring.hash(offset);
+    const keyLength = ring.keyLength(offset);
+    const valueLength = ring.valueLength(offset);
+    const expires = ring.expires(offset);
+    const keyIndex = ring.keyIndex(offset);
     const size = entryBytes(keyLength, valueLength);
 
     // Make index room first: the entry about to be written is not in the index
@@ -156,7 +154,7 @@ export class ShardWriter extends ShardView {
     i32[(at + E_FLAGS) >> 2] = dirty ? FLAG_DIRTY : 0;
     this.f64[(at + E_EXPIRES) >> 3] = expires;
     this.u16.set(ring.u16.subarray(keyIndex, keyIndex + keyLength), (at + E_KEY) >> 1);
-    const valueStart = offset + RECORD_HEADER_BYTES + keyLength * 2;
+    const valueStart = ring.valueStart(offset);
     ring.u8.copy(this.u8, at + E_KEY + keyLength * 2, valueStart, valueStart + valueLength);
     this.advanceHead(size);
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
@@ -188,9 +186,7 @@ export class ShardWriter extends ShardView {
   }
 
   private applyDelete(ring: Ring, offset: number): void {
-    const hash = ring.i32[(offset + 8) >> 2]!;
-    const keyLength = ring.i32[(offset + 12) >> 2]!;
-    const slot = this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength, hash);
+    const slot = this.probeRecordKey(ring, offset);
     if (slot === NOT_FOUND) return;
     this.forgetDirty(this.i32[this.slotBase + slot * SLOT_WORDS + 1]!);
     this.removeSlot(slot);
@@ -210,14 +206,14 @@ export class ShardWriter extends ShardView {
 
   /** Whether the FILL at `offset` (stamped with the generation its read began at) predates a delete of its key. */
   private deletedSince(ring: Ring, offset: number): boolean {
-    const readAt = ring.i32[(offset + 20) >> 2]!;
+    const readAt = ring.spare(offset);
     if (((this.forgottenGeneration - readAt) | 0) > 0) return true;
     const deletedAt = this.recentDeletes.get(ring.readKey(offset));
     return deletedAt !== undefined && ((deletedAt - readAt) | 0) > 0;
   }
 
   private probeRecordKey(ring: Ring, offset: number): number {
-    return this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, ring.i32[(offset + 12) >> 2]!, ring.i32[(offset + 8) >> 2]!);
+    return this.probeCodeUnits(ring.u16, ring.keyIndex(offset), ring.keyLength(offset), ring.hash(offset));
   }
 
   private isDirty(slot: number): boolean {
@@ -246,11 +242,9 @@ export class ShardWriter extends ShardView {
    * met later with the key absent, would delete the newer value from Redis.
    */
   private applyClean(ring: Ring, offset: number): void {
-    const hash = ring.i32[(offset + 8) >> 2]!;
-    const keyLength = ring.i32[(offset + 12) >> 2]!;
-    const seq = ring.i32[(offset + 20) >> 2]!;
-    const through = ring.f64[(offset + 24) >> 3]!;
-    const slot = this.probeCodeUnits(ring.u16, (offset + RECORD_HEADER_BYTES) >> 1, keyLength, hash);
+    const seq = ring.spare(offset);
+    const through = ring.expires(offset);
+    const slot = this.probeRecordKey(ring, offset);
     if (slot === NOT_FOUND) return;
     const w = this.slotBase + slot * SLOT_WORDS;
     if (this.i32[w + 2] !== seq) return;

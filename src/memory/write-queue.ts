@@ -17,6 +17,7 @@
  *   record:  [0] u32 size  [4] u32 op  [8] i32 hash  [12] u32 key length (code units)
  *            [16] u32 value length  [20] u32 spare  [24] f64 expiresAt
  *            [32] key as UTF-16 code units, then value bytes, padded to 8
+ *            (the REC_* byte offsets below; `writeRecord` is the one writer)
  *
  * head and tail count bytes since the ring was made and wrap at 2^32; they are
  * compared by their difference, which is always within the capacity. A record
@@ -35,7 +36,19 @@ export const R_HEAD = 0;
 export const R_TAIL = 16;
 export const R_WAITERS = 32;
 export const DATA_OFFSET = 192;
-export const RECORD_HEADER_BYTES = 32;
+
+/** Byte offsets of a record's fields from the record's start. */
+export const REC_SIZE = 0;
+export const REC_OP = 4;
+export const REC_HASH = 8;
+export const REC_KEY_LENGTH = 12;
+export const REC_VALUE_LENGTH = 16;
+/** CLEAN: the seq Redis acknowledged; FILL: the write generation its read began at; change log: the entry's seq. */
+export const REC_SPARE = 20;
+/** expiresAt (ms since epoch, 0 = none); CLEAN: the last change-log record the flusher processed. */
+export const REC_EXPIRES = 24;
+export const REC_KEY = 32;
+export const RECORD_HEADER_BYTES = REC_KEY;
 
 export const OP_WRAP = 0;
 export const OP_SET = 1;
@@ -96,11 +109,44 @@ export class Ring {
     return (Atomics.load(this.i32, R_HEAD) - Atomics.load(this.i32, R_TAIL)) >>> 0;
   }
 
+  op(offset: number): number {
+    return this.i32[(offset + REC_OP) >> 2]!;
+  }
+
+  hash(offset: number): number {
+    return this.i32[(offset + REC_HASH) >> 2]!;
+  }
+
+  keyLength(offset: number): number {
+    return this.i32[(offset + REC_KEY_LENGTH) >> 2]!;
+  }
+
+  valueLength(offset: number): number {
+    return this.i32[(offset + REC_VALUE_LENGTH) >> 2]!;
+  }
+
+  spare(offset: number): number {
+    return this.i32[(offset + REC_SPARE) >> 2]!;
+  }
+
+  expires(offset: number): number {
+    return this.f64[(offset + REC_EXPIRES) >> 3]!;
+  }
+
+  /** Index in `u16` of the record's first key code unit. */
+  keyIndex(offset: number): number {
+    return (offset + REC_KEY) >> 1;
+  }
+
+  /** Byte offset in the SAB of the record's value. */
+  valueStart(offset: number): number {
+    return offset + REC_KEY + this.keyLength(offset) * 2;
+  }
+
   /** The key of the record at `offset`, as a string. */
   readKey(offset: number): string {
-    const length = this.i32[(offset + 12) >> 2]!;
-    const k = (offset + RECORD_HEADER_BYTES) >> 1;
-    return String.fromCharCode.apply(null, this.u16.subarray(k, k + length) as unknown as number[]);
+    const k = this.keyIndex(offset);
+    return String.fromCharCode.apply(null, this.u16.subarray(k, k + this.keyLength(offset)) as unknown as number[]);
   }
 }
 
@@ -140,8 +186,8 @@ export class RingProducer extends Ring {
     }
     if (wrap !== 0) {
       const w = DATA_OFFSET + index;
-      this.i32[w >> 2] = wrap;
-      this.i32[(w + 4) >> 2] = OP_WRAP;
+      this.i32[(w + REC_SIZE) >> 2] = wrap;
+      this.i32[(w + REC_OP) >> 2] = OP_WRAP;
     }
     this.reservedEnd = (pos + wrap + size) | 0;
     return DATA_OFFSET + ((pos + wrap) & this.mask);
@@ -154,27 +200,30 @@ export class RingProducer extends Ring {
     return this.position;
   }
 
-  /** Writes the fixed record header at `offset`. */
-  writeHeader(offset: number, size: number, op: number, hash: number, keyLength: number, valueLength: number, expiresAt: number): void {
+  /**
+   * Writes a whole record at `offset`, reserved with `tryReserve(recordBytes(...))`;
+   * `publish` then makes it visible. The key is a string, or UTF-16 code units
+   * (an owner copying a key from one ring to another).
+   */
+  writeRecord(offset: number, op: number, hash: number, key: string | Uint16Array, value: Uint8Array | undefined, expiresAt: number, spare: number): void {
     const i32 = this.i32;
-    const w = offset >> 2;
-    i32[w] = size;
-    i32[w + 1] = op;
-    i32[w + 2] = hash;
-    i32[w + 3] = keyLength;
-    i32[w + 4] = valueLength;
-    this.f64[(offset + 24) >> 3] = expiresAt;
-  }
-
-  /** The record's spare word: CLEAN carries a seq there, FILL a write generation. */
-  writeSpare(offset: number, value: number): void {
-    this.i32[(offset + 20) >> 2] = value;
-  }
-
-  writeKey(offset: number, key: string): void {
-    const u16 = this.u16;
-    const k = (offset + RECORD_HEADER_BYTES) >> 1;
-    for (let i = 0; i < key.length; i++) u16[k + i] = key.charCodeAt(i);
+    const keyLength = key.length;
+    const valueLength = value === undefined ? 0 : value.length;
+    i32[(offset + REC_SIZE) >> 2] = recordBytes(keyLength, valueLength);
+    i32[(offset + REC_OP) >> 2] = op;
+    i32[(offset + REC_HASH) >> 2] = hash;
+    i32[(offset + REC_KEY_LENGTH) >> 2] = keyLength;
+    i32[(offset + REC_VALUE_LENGTH) >> 2] = valueLength;
+    i32[(offset + REC_SPARE) >> 2] = spare;
+    this.f64[(offset + REC_EXPIRES) >> 3] = expiresAt;
+    const k = (offset + REC_KEY) >> 1;
+    if (typeof key === 'string') {
+      const u16 = this.u16;
+      for (let i = 0; i < keyLength; i++) u16[k + i] = key.charCodeAt(i);
+    } else {
+      this.u16.set(key, k);
+    }
+    if (value !== undefined) this.u8.set(value, offset + REC_KEY + keyLength * 2);
   }
 
   /** Blocks this thread up to `ms` until the consumer frees room (or `ms` passes). */
@@ -183,6 +232,28 @@ export class RingProducer extends Ring {
     Atomics.add(this.i32, R_WAITERS, 1);
     Atomics.wait(this.i32, R_TAIL, tail, ms);
     Atomics.sub(this.i32, R_WAITERS, 1);
+  }
+}
+
+/**
+ * Waits, without blocking the thread, until the ring's tail moves from `tail`
+ * (the owner consumed more) or `ms` pass. The owner notifies R_TAIL after each
+ * batch when R_WAITERS says someone waits; the timeout is the safety net.
+ *
+ * A pending Atomics.waitAsync does not keep a Node process alive: a thread
+ * whose only work left is this wait would exit (or, on the main thread, let
+ * the process exit) with the promise never settled. The timer, a little longer
+ * than the wait, keeps the event loop alive until the wait is over.
+ */
+export async function waitForTail(ring: Ring, tail: number, ms: number): Promise<void> {
+  Atomics.add(ring.i32, R_WAITERS, 1);
+  const result = Atomics.waitAsync(ring.i32, R_TAIL, tail, ms);
+  const keepAlive = setTimeout(() => {}, ms + 5);
+  try {
+    if (result.async) await result.value;
+  } finally {
+    clearTimeout(keepAlive);
+    Atomics.sub(ring.i32, R_WAITERS, 1);
   }
 }
 
@@ -213,14 +284,14 @@ export class RingConsumer extends Ring {
     for (;;) {
       if (!this.hasWork()) return -1;
       const offset = DATA_OFFSET + (this.position & this.mask);
-      if (this.i32[(offset + 4) >> 2] !== OP_WRAP) return offset;
-      this.position = (this.position + this.i32[offset >> 2]!) | 0;
+      if (this.op(offset) !== OP_WRAP) return offset;
+      this.position = (this.position + this.i32[(offset + REC_SIZE) >> 2]!) | 0;
     }
   }
 
   /** Marks the record at the current position consumed and lets producers reuse it. */
   done(offset: number): void {
-    this.position = (this.position + this.i32[offset >> 2]!) | 0;
+    this.position = (this.position + this.i32[(offset + REC_SIZE) >> 2]!) | 0;
     Atomics.store(this.i32, R_TAIL, this.position);
   }
 

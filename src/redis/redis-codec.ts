@@ -7,7 +7,7 @@
  * Redis connection converts between the two: when it flushes a write
  * (`toRedis`) and when it reads a key (`fromRedis`), never on a `get`.
  *
- *   'msgpack'  standard msgpack (./standard-msgpack.ts): plain objects are
+ *   'msgpack'  standard msgpack (./msgpack/format.ts): plain objects are
  *              maps, JS-only types are self-contained extensions
  *   'json'     UTF-8 JSON text, as JSON.stringify writes it and JSON.parse
  *              reads it (a Date is read back as its ISO string, a Map as {})
@@ -23,7 +23,8 @@
  */
 import { ShardCacheError, describe } from '../errors.js';
 import { decodeRange, encode } from '../codec.js';
-import { decodeStandard, encodeStandard } from './standard-msgpack.js';
+import { decodeStandard } from './msgpack/decode.js';
+import { encodeStandard } from './msgpack/encode.js';
 
 export interface Codec {
   /** The bytes to store in Redis for `value`. Throw to refuse a value. */

@@ -9,7 +9,7 @@
  */
 import { BroadcastChannel } from 'node:worker_threads';
 import { ShardCacheError } from '../errors.js';
-import { R_TAIL, Ring } from '../memory/write-queue.js';
+import { R_TAIL, Ring, waitForTail } from '../memory/write-queue.js';
 import type { ChannelMessage, WireError } from '../messages.js';
 import type { OwnerPool } from '../owner-pool.js';
 import { randomBytes } from 'node:crypto';
@@ -18,6 +18,7 @@ import { ReadThrough, type RemoteValue } from './read-through.js';
 import { ACQUIRE_LOCK, EXTEND_LOCK, RELEASE_LOCK, incrementScript } from './redis-scripts.js';
 import type { ResolvedRedisOptions } from './redis-options.js';
 import type { WriteBehind } from './write-behind.js';
+import type { WritePath } from '../write-path.js';
 
 /**
  * A key read from Redis, converted from the codec's bytes to what the shard
@@ -61,11 +62,12 @@ export interface RedisTierConfig {
   bus: InvalidationBus | undefined;
   pool: OwnerPool;
   channel: string;
-  wakeOwner: (shard: number) => void;
-  /** The write generation of a key's shard, taken before a read (see ShardCache.fillLocal). */
+  /** This thread's write queues (to wake owners). */
+  writes: WritePath;
+  /** The write generation of a key's shard, taken before a read (see keepLocalCopy in fetcher.ts). */
   generationOf: (key: string) => number;
   /** Keeps a local copy of a value read from Redis for another thread (this thread orders it after invalidations). */
-  fillLocal: (key: string, remote: TierValue, generation: number) => void;
+  keepLocal: (key: string, remote: TierValue, generation: number) => void;
 }
 
 export class RedisTier implements TierAccess {
@@ -131,11 +133,8 @@ export class RedisTier implements TierAccess {
           throw new ShardCacheError('ERR_FLUSH_TIMEOUT', `flush() timed out after ${timeoutMs} ms with ${writeBehind.pending} write(s) still pending for Redis (and more not yet applied by shard ${shard}'s owner)`);
         }
         writeBehind.kick();
-        this.config.wakeOwner(shard);
-        const result = Atomics.waitAsync(ring.i32, R_TAIL, Atomics.load(ring.i32, R_TAIL), 5);
-        const keepAlive = setTimeout(() => {}, 10);
-        if (result.async) await result.value;
-        clearTimeout(keepAlive);
+        this.config.writes.wake(shard);
+        await waitForTail(ring, Atomics.load(ring.i32, R_TAIL), 5);
       }
     }
     // 2. Everything logged so far must be acknowledged by Redis (or failed).
@@ -213,7 +212,7 @@ export class RedisTier implements TierAccess {
       // invalidations this thread applies; the caller must not store it too.
       const generation = this.config.generationOf(key);
       work = this.fetch(key).then((remote) => {
-        this.config.fillLocal(key, remote, generation);
+        this.config.keepLocal(key, remote, generation);
         return { ...remote, cacheable: false };
       });
     } else {

@@ -202,7 +202,7 @@ export class WriteBehind extends EventEmitter {
       for (let n = 0; n < share; n++) {
         const at = log.next();
         if (at < 0) break;
-        const op = log.i32[(at + 4) >> 2]!;
+        const op = log.op(at);
         records++;
         this.taken[shard] = (this.taken[shard]! + 1) & RECORD_NUMBER_MASK;
         if (op === OP_CLEAR) {
@@ -215,7 +215,7 @@ export class WriteBehind extends EventEmitter {
             found.records++;
             found.lastOp = op;
           } else {
-            byKey.set(key, { key, hash: log.i32[(at + 8) >> 2]!, shard, records: 1, lastOp: op, attempts: 0 });
+            byKey.set(key, { key, hash: log.hash(at), shard, records: 1, lastOp: op, attempts: 0 });
           }
         }
         log.done(at);
@@ -360,9 +360,7 @@ export class WriteBehind extends EventEmitter {
       at = ring.tryReserve(size);
     }
     if (at < 0) return;
-    ring.writeHeader(at, size, OP_CLEAN, pending.hash, pending.key.length, 0, through);
-    ring.i32[(at + 20) >> 2] = seq;
-    ring.writeKey(at, pending.key);
+    ring.writeRecord(at, OP_CLEAN, pending.hash, pending.key, undefined, through, seq);
     ring.publish();
   }
 

@@ -11,7 +11,7 @@ import { FLAG_DIRTY, createShardBuffer } from '../../dist/src/memory/layout.js';
 import { NOT_FOUND, Scratch } from '../../dist/src/memory/shard-view.js';
 import { ShardWriter } from '../../dist/src/memory/shard-writer.js';
 import {
-  OP_CLEAN, OP_DELETE, OP_DROP_CLEAN, OP_SET, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
+  OP_CLEAN, OP_DELETE, OP_DROP_CLEAN, OP_SET, RingConsumer, RingProducer, createRing, recordBytes,
 } from '../../dist/src/memory/write-queue.js';
 
 function setup() {
@@ -24,10 +24,7 @@ function setup() {
     const bytes = value === undefined ? new Uint8Array(0) : encode(value);
     const size = recordBytes(key.length, bytes.length);
     const at = producer.tryReserve(size);
-    producer.writeHeader(at, size, op, hashKey(key), key.length, bytes.length, through);
-    producer.writeKey(at, key);
-    producer.writeSpare(at, spare);
-    producer.u8.set(bytes, at + RECORD_HEADER_BYTES + key.length * 2);
+    producer.writeRecord(at, op, hashKey(key), key, bytes, through, spare);
     producer.publish();
     const offset = consumer.next();
     expect(writer.apply(consumer, offset)).toBe(true);

@@ -23,9 +23,7 @@ function tryPush(producer: RingProducer, rec: Rec): boolean {
   if (offset % 8 !== 0 || offset < DATA_OFFSET || offset + size > DATA_OFFSET + producer.capacity) {
     throw new Error(`bad reservation: ${size} bytes at ${offset}`);
   }
-  producer.writeHeader(offset, size, rec.op, rec.hash, rec.key.length, rec.value.length, rec.expiresAt);
-  producer.writeKey(offset, rec.key);
-  producer.u8.set(rec.value, offset + RECORD_HEADER_BYTES + rec.key.length * 2);
+  producer.writeRecord(offset, rec.op, rec.hash, rec.key, rec.value, rec.expiresAt, 0);
   producer.publish();
   return true;
 }
@@ -134,9 +132,7 @@ describe('write queue ring', () => {
     const offset = producer.tryReserve(400);
     expect(offset).toBe(DATA_OFFSET);
     expect(producer.pending).toBe(40); // reserving publishes nothing
-    producer.writeHeader(offset, 400, big.op, big.hash, 1, 366, 0);
-    producer.writeKey(offset, 'b');
-    producer.u8.set(big.value, offset + RECORD_HEADER_BYTES + 2);
+    producer.writeRecord(offset, big.op, big.hash, 'b', big.value, 0, 0);
     producer.publish();
     expect(producer.pending).toBe(40 + 312 + 400);
     expect(pop(consumer)).toEqual(tiny);

@@ -89,9 +89,7 @@ export class Harness {
     const size = recordBytes(key.length, valueLength);
     const offset = this.producer.tryReserve(size);
     if (offset < 0) throw new Error('harness ring is full');
-    this.producer.writeHeader(offset, size, op, hash, key.length, valueLength, expiresAt);
-    this.producer.writeKey(offset, key);
-    if (bytes !== undefined) this.producer.u8.set(bytes, offset + RECORD_HEADER_BYTES + key.length * 2);
+    this.producer.writeRecord(offset, op, hash, key, bytes, expiresAt, 0);
     this.producer.publish();
   }
 

@@ -1,10 +1,11 @@
-// The Redis boundary format (src/redis/standard-msgpack.ts): JSON-like values
+// The Redis boundary format (src/redis/msgpack/): JSON-like values
 // in core msgpack types only, byte for byte what another encoder writes; the
 // JS-only types round-trip through self-contained extensions that another
 // decoder skips cleanly; anything malformed throws.
 import { ExtData, decode as decodeOther, encode as encodeOther } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
-import { decodeStandard, encodeStandard } from '../../dist/src/redis/standard-msgpack.js';
+import { decodeStandard } from '../../dist/src/redis/msgpack/decode.js';
+import { encodeStandard } from '../../dist/src/redis/msgpack/encode.js';
 import { prng } from '../support/prng.js';
 
 const jsonLike: unknown[] = [

@@ -1,0 +1,149 @@
+/**
+ * Fetching: what `fetch` and `fetchMany` do after a local miss. Read-through
+ * to Redis (through the tier, which owns the connection on the creating thread
+ * and is asked by message from the others), then the caller's loader; what is
+ * found is kept locally.
+ *
+ * Single flight: one miss per key is in flight per thread, however many
+ * callers ask (they share its promise), and through the tier one Redis read
+ * per key per process. A loader runs once per key per thread.
+ *
+ * A value read from Redis is kept locally as a FILL record, which the owner
+ * stores only if no local write of the key happened meanwhile: the record
+ * carries the shard's write generation from before the read, and the owner
+ * refuses a FILL older than a delete of its key (see ShardWriter.deletedSince).
+ */
+import { closedError, ShardCacheError } from './errors.js';
+import { decodeRange } from './codec.js';
+import { hashKey, shardOf } from './hash.js';
+import { H_WRITE_GENERATION } from './memory/layout.js';
+import type { ShardView } from './memory/shard-view.js';
+import { OP_FILL } from './memory/write-queue.js';
+import type { Overlay } from './overlay.js';
+import type { TierAccess, TierValue } from './redis/redis-tier.js';
+import type { WritePath } from './write-path.js';
+
+export interface FetchOptions<T = unknown> {
+  /** Called on a miss in both the local cache and Redis; its result is cached (and written behind). */
+  loader?: (key: string) => T | undefined | Promise<T | undefined>;
+  /** TTL for a value the loader produced; defaults to the cache's `ttlMs`. */
+  ttlMs?: number;
+}
+
+/** What the fetcher needs of the cache it serves: its public reads and writes, and whether it is closed. */
+export interface FetchTarget {
+  readonly closed: boolean;
+  get(key: string): unknown;
+  set(key: string, value: unknown, options?: { ttlMs?: number }): unknown;
+}
+
+export interface FetcherConfig {
+  target: FetchTarget;
+  /** Absent without Redis, or with readThrough off. */
+  tier: TierAccess | undefined;
+  views: readonly ShardView[];
+  writes: WritePath;
+  overlay: Overlay;
+  maxValueBytes: number;
+}
+
+export class Fetcher {
+  private readonly config: FetcherConfig;
+  private readonly inFlight = new Map<string, Promise<unknown>>();
+
+  constructor(config: FetcherConfig) {
+    this.config = config;
+  }
+
+  /** The miss path of `fetch`: Redis, then the loader. */
+  fetchMiss<T>(key: string, options: FetchOptions<T> | undefined): Promise<T | undefined> {
+    return this.singleFlight(key, () => this.readThenLoad(key, options)) as Promise<T | undefined>;
+  }
+
+  /** The miss path of `fetchMany`: one tier call for all `missing` indexes of `keys`, then loaders. */
+  async fetchMissing<T>(keys: readonly string[], values: (T | undefined)[], missing: number[], options: FetchOptions<T> | undefined): Promise<void> {
+    const tier = this.config.tier;
+    if (tier) {
+      const generations = missing.map((i) => this.generationOf(keys[i]!));
+      const remote = await tier.fetchMany(missing.map((i) => keys[i]!));
+      let failed: TierValue | undefined;
+      missing.forEach((i, n) => {
+        const found = remote[n]!;
+        if (found.error) failed ??= found;
+        else if (found.found) values[i] = this.accept(keys[i]!, found, generations[n]!) as T;
+      });
+      // The other keys were kept (and are returned by the next call); this one's bytes are bad.
+      if (failed) throw ShardCacheError.fromWire(failed.error!);
+    }
+    if (!options?.loader) return;
+    // Redis has been asked already (one MGET): only the loader is left.
+    await Promise.all(missing.filter((i) => values[i] === undefined).map(async (i) => {
+      const key = keys[i]!;
+      values[i] = (await this.singleFlight(key, () => this.load(key, options))) as T | undefined;
+    }));
+  }
+
+  /** The one in-flight miss of `key` on this thread, started by `start` if there is none. */
+  private singleFlight(key: string, start: () => Promise<unknown>): Promise<unknown> {
+    let flight = this.inFlight.get(key);
+    if (flight === undefined) {
+      flight = start().finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, flight);
+    }
+    return flight;
+  }
+
+  private async readThenLoad(key: string, options: FetchOptions | undefined): Promise<unknown> {
+    const tier = this.config.tier;
+    if (tier) {
+      const generation = this.generationOf(key);
+      const remote = await tier.fetch(key);
+      if (this.config.target.closed) throw closedError();
+      if (remote.found) return this.accept(key, remote, generation);
+    }
+    return this.load(key, options);
+  }
+
+  /** Calls the loader, if any, and stores (and so writes behind) what it returns. */
+  private async load(key: string, options: FetchOptions | undefined): Promise<unknown> {
+    if (!options?.loader) return undefined;
+    const value = await options.loader(key);
+    const target = this.config.target;
+    if (value !== undefined && !target.closed) target.set(key, value, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : undefined);
+    return value;
+  }
+
+  /** The value read from Redis; keeps a local copy (never written back). */
+  private accept(key: string, remote: TierValue, generation: number): unknown {
+    if (remote.bytes === null) return remote.value;
+    const value = decodeRange(remote.bytes, 0, remote.bytes.length);
+    this.keepLocal(key, remote, generation, true);
+    return value;
+  }
+
+  private keepLocal(key: string, remote: TierValue, generation: number, overlay: boolean): void {
+    const { target, writes, maxValueBytes } = this.config;
+    if (!target.closed) keepLocalCopy(writes, key, remote, generation, maxValueBytes, overlay ? this.config.overlay : undefined);
+  }
+
+  private generationOf(key: string): number {
+    return writeGenerationOf(this.config.views, key);
+  }
+}
+
+/**
+ * Stores a value read from Redis locally, unless it may be stale: invalidated
+ * while in flight, or (checked by the owner) the key was deleted locally after
+ * `generation`. With `overlay`, the calling thread sees it at once. The
+ * creating thread also calls this for the reads it serves other threads.
+ */
+export function keepLocalCopy(writes: WritePath, key: string, remote: TierValue, generation: number, maxValueBytes: number, overlay: Overlay | undefined): void {
+  if (!remote.cacheable || !remote.bytes || remote.bytes.length > maxValueBytes) return;
+  const expires = remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0;
+  writes.write(OP_FILL, key, hashKey(key), remote.bytes, expires, overlay, generation);
+}
+
+/** The write generation of `key`'s shard, taken before a read of Redis (see keepLocalCopy). */
+export function writeGenerationOf(views: readonly ShardView[], key: string): number {
+  return Atomics.load(views[shardOf(hashKey(key), views.length)]!.i32, H_WRITE_GENERATION);
+}
