@@ -20,7 +20,7 @@ import { decodeRange, decodeUntrusted, encode } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
 import {
-  C_CLOSED, C_NEXT_LOCK_TOKEN, C_NEXT_PRODUCER, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
+  C_CLOSED, C_NEXT_PRODUCER, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
   T_HITS, T_MISSES, createControl, sumThreadCounter, takeThreadSlot,
 } from './memory/control.js';
 import {
@@ -35,7 +35,7 @@ import { InvalidationBus } from './redis/invalidation-bus.js';
 import type { RemoteValue } from './redis/read-through.js';
 import { resolveRedisOptions } from './redis/redis-options.js';
 import { LockTable, createLockTable } from './memory/lock-table.js';
-import { acquireLock, type Lock, type LockBackend, type LockOptions } from './lock.js';
+import { acquireLock, pollingAcquire, type Lock, type LockBackend, type LockOptions } from './lock.js';
 import { RedisTier, RemoteTier, type TierAccess } from './redis/redis-tier.js';
 import { WriteBehind } from './redis/write-behind.js';
 import type { CacheHandle, ChannelMessage, ProducerRings } from './messages.js';
@@ -475,28 +475,29 @@ export class ShardCache extends EventEmitter {
     const tier = this.tier;
     if (!tier) return this.localLockBackend(key) as LockBackend<unknown>;
     return {
-      tryAcquire: async (ttlMs) => {
-        const got = await tier.lockAcquire(key, ttlMs);
-        return got ? { holder: got.token, fence: got.fence } : null;
-      },
-      // Redis has no wait-for-key; poll with a growing, jittered pause.
-      pause: (attempt, maxMs) => delay(Math.min(maxMs, Math.min(50, 2 << Math.min(attempt, 5)) * (0.5 + Math.random()))),
+      acquire: pollingAcquire(
+        async (ttlMs) => {
+          const got = await tier.lockAcquire(key, ttlMs);
+          return got ? { holder: got.token, fence: got.fence } : null;
+        },
+        // Redis has no wait-for-key; poll with a growing, jittered pause.
+        (attempt, maxMs) => delay(Math.min(maxMs, Math.min(50, 2 << Math.min(attempt, 5)) * (0.5 + Math.random()))),
+      ),
       release: (token) => tier.lockRelease(key, token as string),
       extend: (token, ttlMs) => tier.lockExtend(key, token as string, ttlMs),
     };
   }
 
   private localLockBackend(key: string): LockBackend<number> {
-    const table = (this.lockTable ??= new LockTable(this.handle.locks, this.control, C_NEXT_LOCK_TOKEN));
+    const table = (this.lockTable ??= new LockTable(this.handle.locks));
     const slot = table.slotOf(hashKey(key));
     return {
-      tryAcquire: async (ttlMs) => {
-        const got = table.tryAcquire(slot, ttlMs);
-        return got ? { holder: got.token, fence: got.fence } : null;
+      acquire: async (ttlMs, waitMs, signal) => {
+        const got = await table.acquire(slot, ttlMs, waitMs, signal);
+        return got ? { holder: got.ticket, fence: got.fence } : null;
       },
-      pause: (_attempt, maxMs) => table.waitForChange(slot, Math.min(maxMs, 50)),
-      release: async (token) => table.release(slot, token),
-      extend: async (token, ttlMs) => table.extend(slot, token, ttlMs),
+      release: async (ticket) => table.release(slot, ticket),
+      extend: async (ticket, ttlMs) => table.extend(slot, ticket, ttlMs),
     };
   }
 
@@ -729,6 +730,9 @@ export class ShardCache extends EventEmitter {
     // After the creating thread closed the cache there is nothing to wait for.
     if (Atomics.load(this.control, C_CLOSED) === 0) await this.waitApplied(this.producers.map((p) => p.head));
     this.closed = true;
+    // Callers of this thread still waiting for a lock give up; this thread's
+    // places in the lock queues are handed on (lock-table.ts).
+    this.lockTable?.close(closedError());
     this.overlay.clear();
     this.near?.clear();
     if (this.pool) {
