@@ -441,7 +441,7 @@ export class ShardCache extends EventEmitter {
         if (next === undefined) this.delete(key);
         else this.set(key, next);
         return next;
-      });
+      }, options);
     }
     const lock = await this.lock(key, options);
     try {
@@ -459,8 +459,8 @@ export class ShardCache extends EventEmitter {
     }
   }
 
-  private async withLocalLock<R>(key: string, body: () => Promise<R>): Promise<R> {
-    const lock = await acquireLock(key, this.localLockBackend(key), {});
+  private async withLocalLock<R>(key: string, body: () => Promise<R>, options: LockOptions = {}): Promise<R> {
+    const lock = await acquireLock(key, this.localLockBackend(key), options);
     try {
       const result = await body();
       // Visible to every thread before the next holder reads.
