@@ -15,8 +15,7 @@
 import { encode, decodeRange } from './codec.js';
 import { ShardCacheError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
-import { acquireLock, type Lock, type LockBackend, type LockOptions } from './lock.js';
-import { C_NEXT_LOCK_TOKEN } from './memory/control.js';
+import { acquireLock, pollingAcquire, type Lock, type LockBackend, type LockOptions } from './lock.js';
 import { FLAG_DIRTY } from './memory/layout.js';
 import { LockTable } from './memory/lock-table.js';
 import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
@@ -39,7 +38,6 @@ export interface AtomicOperationsConfig {
   target: AtomicTarget;
   tier: TierAccess | undefined;
   locks: SharedArrayBuffer;
-  control: Int32Array;
   views: readonly ShardView[];
   writes: WritePath;
   overlay: Overlay;
@@ -87,7 +85,7 @@ export class AtomicOperations {
         if (next === undefined) target.delete(key);
         else target.set(key, next);
         return next;
-      });
+      }, options);
     }
     const lock = await this.lock(key, options);
     try {
@@ -105,8 +103,13 @@ export class AtomicOperations {
     }
   }
 
-  private async withLocalLock<R>(key: string, body: () => Promise<R>): Promise<R> {
-    const lock = await acquireLock(key, this.localLockBackend(key), {});
+  /** This thread detaches: its callers still waiting for a lock reject with `reason`, its places in the queues are handed on. */
+  close(reason: Error): void {
+    this.lockTable?.close(reason);
+  }
+
+  private async withLocalLock<R>(key: string, body: () => Promise<R>, options: LockOptions = {}): Promise<R> {
+    const lock = await acquireLock(key, this.localLockBackend(key), options);
     try {
       const result = await body();
       // Visible to every thread before the next holder reads.
@@ -121,28 +124,29 @@ export class AtomicOperations {
     const tier = this.config.tier;
     if (!tier) return this.localLockBackend(key) as LockBackend<unknown>;
     return {
-      tryAcquire: async (ttlMs) => {
-        const got = await tier.lockAcquire(key, ttlMs);
-        return got ? { holder: got.token, fence: got.fence } : null;
-      },
-      // Redis has no wait-for-key; poll with a growing, jittered pause.
-      pause: (attempt, maxMs) => delay(Math.min(maxMs, Math.min(50, 2 << Math.min(attempt, 5)) * (0.5 + Math.random()))),
+      acquire: pollingAcquire(
+        async (ttlMs) => {
+          const got = await tier.lockAcquire(key, ttlMs);
+          return got ? { holder: got.token, fence: got.fence } : null;
+        },
+        // Redis has no wait-for-key; poll with a growing, jittered pause.
+        (attempt, maxMs) => delay(Math.min(maxMs, Math.min(50, 2 << Math.min(attempt, 5)) * (0.5 + Math.random()))),
+      ),
       release: (token) => tier.lockRelease(key, token as string),
       extend: (token, ttlMs) => tier.lockExtend(key, token as string, ttlMs),
     };
   }
 
   private localLockBackend(key: string): LockBackend<number> {
-    const table = (this.lockTable ??= new LockTable(this.config.locks, this.config.control, C_NEXT_LOCK_TOKEN));
+    const table = (this.lockTable ??= new LockTable(this.config.locks));
     const slot = table.slotOf(hashKey(key));
     return {
-      tryAcquire: async (ttlMs) => {
-        const got = table.tryAcquire(slot, ttlMs);
-        return got ? { holder: got.token, fence: got.fence } : null;
+      acquire: async (ttlMs, waitMs, signal) => {
+        const got = await table.acquire(slot, ttlMs, waitMs, signal);
+        return got ? { holder: got.ticket, fence: got.fence } : null;
       },
-      pause: (_attempt, maxMs) => table.waitForChange(slot, Math.min(maxMs, 50)),
-      release: async (token) => table.release(slot, token),
-      extend: async (token, ttlMs) => table.extend(slot, token, ttlMs),
+      release: async (ticket) => table.release(slot, ticket),
+      extend: async (ticket, ttlMs) => table.extend(slot, ticket, ttlMs),
     };
   }
 

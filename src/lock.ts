@@ -1,8 +1,9 @@
 /**
  * `cache.lock(key)`: an exclusive lock with a fencing token, over one of two
  * backends with the same shape: the process-wide lock table in shared memory
- * (no Redis), or Redis (`SET NX PX` + compare-and-delete), which is exclusive
- * across processes and hosts as well as threads.
+ * (no Redis; a fair queue per slot, see memory/lock-table.ts), or Redis
+ * (`SET NX PX` + compare-and-delete, polled), which is exclusive across
+ * processes and hosts as well as threads.
  *
  * A fencing token strictly increases per key: a holder that was paused past
  * its TTL and lost the lock can be told apart by the resource it writes to.
@@ -44,11 +45,34 @@ export interface Lock {
 }
 
 export interface LockBackend<T> {
-  tryAcquire(ttlMs: number): Promise<{ holder: T; fence: number } | null>;
-  /** Waits a little (or until the holder changes) before the next try. */
-  pause(attempt: number, maxMs: number): Promise<void>;
+  /**
+   * Waits up to `waitMs` (0: tries once) for the lock; resolves with it, or
+   * with null once `waitMs` ran out. Rejects with the signal's reason if aborted.
+   */
+  acquire(ttlMs: number, waitMs: number, signal: AbortSignal | undefined): Promise<{ holder: T; fence: number } | null>;
   release(holder: T): Promise<boolean>;
   extend(holder: T, ttlMs: number): Promise<boolean>;
+}
+
+/**
+ * `acquire` for a backend that can only try (Redis): tries, pauses, tries
+ * again until `waitMs` runs out. `pause` waits a little, at most `maxMs`.
+ */
+export function pollingAcquire<T>(
+  tryAcquire: (ttlMs: number) => Promise<{ holder: T; fence: number } | null>,
+  pause: (attempt: number, maxMs: number) => Promise<void>,
+): LockBackend<T>['acquire'] {
+  return async (ttlMs, waitMs, signal) => {
+    const deadline = Date.now() + waitMs;
+    for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
+      const got = await tryAcquire(ttlMs);
+      if (got) return got;
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      await pause(attempt, left);
+    }
+  };
 }
 
 export const LOCK_DEFAULTS = { ttlMs: 10_000, waitMs: 10_000 } as const;
@@ -58,15 +82,10 @@ export async function acquireLock<T>(key: string, backend: LockBackend<T>, optio
   const waitMs = options.waitMs ?? LOCK_DEFAULTS.waitMs;
   if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new ShardCacheError('ERR_INVALID_OPTION', `options.ttlMs must be a positive number of milliseconds (got ${ttlMs})`);
   if (!(waitMs >= 0) || !Number.isFinite(waitMs)) throw new ShardCacheError('ERR_INVALID_OPTION', `options.waitMs must be 0 or more milliseconds (got ${waitMs})`);
-  const deadline = Date.now() + waitMs;
-  for (let attempt = 0; ; attempt++) {
-    options.signal?.throwIfAborted();
-    const got = await backend.tryAcquire(ttlMs);
-    if (got) return heldLock(key, backend, got.holder, got.fence, ttlMs, options.autoRenew === true);
-    const left = deadline - Date.now();
-    if (left <= 0) throw new ShardCacheError('ERR_LOCK_TIMEOUT', `lock(${JSON.stringify(key)}) was not acquired within options.waitMs (${waitMs} ms)`);
-    await backend.pause(attempt, left);
-  }
+  options.signal?.throwIfAborted();
+  const got = await backend.acquire(ttlMs, waitMs, options.signal);
+  if (!got) throw new ShardCacheError('ERR_LOCK_TIMEOUT', `lock(${JSON.stringify(key)}) was not acquired within options.waitMs (${waitMs} ms)`);
+  return heldLock(key, backend, got.holder, got.fence, ttlMs, options.autoRenew === true);
 }
 
 function heldLock<T>(key: string, backend: LockBackend<T>, holder: T, fence: number, ttlMs: number, autoRenew: boolean): Lock {

@@ -108,7 +108,7 @@ export class ShardCache extends EventEmitter {
       overlay,
       maxValueBytes: handle.options.maxValueBytes,
     });
-    this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, control: this.control, views, writes, overlay });
+    this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay });
     const codec = handle.redis?.codec;
     this.checkCodec = codec === 'string' || codec === 'buffer' ? (value, key) => checkForCodec(codec, value, key) : undefined;
     parts.problems.on('error', (error: Error) => this.report(error));
@@ -382,6 +382,9 @@ export class ShardCache extends EventEmitter {
     // After the creating thread closed the cache there is nothing to wait for.
     if (Atomics.load(this.control, C_CLOSED) === 0) await this.writes.waitApplied(this.writes.heads());
     this.isClosed = true;
+    // Callers of this thread still waiting for a lock give up; this thread's
+    // places in the lock queues are handed on (lock-table.ts).
+    this.atomics.close(closedError());
     this.overlay.clear();
     this.near?.clear();
     if (!this.pool) {

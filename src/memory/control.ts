@@ -2,7 +2,7 @@
  * The cache-wide control block: one small SharedArrayBuffer every thread maps.
  *
  *   Int32 words:  [0] closed  [1] next producer id  [2] next thread-stats slot
- *                 [3] writes waiting for Redis (pending)  [4] next lock-table token
+ *                 [3] writes waiting for Redis (pending)  [4] unused
  *                 [5] flush bell: an owner saw a batch's worth of pending writes
  *   Float64 4..7: Redis write-behind counters (flushed, retries, failed, last flush ms)
  *   Float64 (index 8 on): per-thread hit and miss counters, one 64-byte line
@@ -15,7 +15,6 @@ export const C_CLOSED = 0;
 export const C_NEXT_PRODUCER = 1;
 export const C_NEXT_THREAD = 2;
 export const C_REDIS_PENDING = 3;
-export const C_NEXT_LOCK_TOKEN = 4;
 export const C_FLUSH_BELL = 5;
 
 // Float64 counters of the Redis write-behind (written by the flushing thread only).
