@@ -12,7 +12,7 @@
  *   Redis and flushes its write before releasing, so the next holder in any
  *   process reads it there.
  */
-import { encode, decodeRange } from './codec.js';
+import type { ShardCodec } from './codec.js';
 import { ShardCacheError, describe } from './errors.js';
 import { hashKey, shardOf } from './hash.js';
 import { acquireLock, pollingAcquire, type Lock, type LockBackend, type LockOptions } from './lock.js';
@@ -41,6 +41,7 @@ export interface AtomicOperationsConfig {
   views: readonly ShardView[];
   writes: WritePath;
   overlay: Overlay;
+  codec: ShardCodec;
 }
 
 export class AtomicOperations {
@@ -63,7 +64,7 @@ export class AtomicOperations {
       // the increment and undo it: let it land first.
       if (this.mayBePending(key)) await target.flush();
       const { value, local } = await tier.incr(key, by);
-      if (!target.closed) this.config.writes.write(OP_PUT, key, hashKey(key), encode(local), 0, this.config.overlay);
+      if (!target.closed) this.config.writes.write(OP_PUT, key, hashKey(key), this.config.codec.encode(local), 0, this.config.overlay);
       return value;
     }
     return this.withLocalLock(key, async () => {
@@ -91,7 +92,7 @@ export class AtomicOperations {
     try {
       if (this.mayBePending(key)) await target.flush();
       const remote = await tier.read(key);
-      const current = (remote.bytes ? decodeRange(remote.bytes, 0, remote.bytes.length) : remote.value) as T | undefined;
+      const current = (remote.bytes ? this.config.codec.decodeRange(remote.bytes, 0, remote.bytes.length) : remote.value) as T | undefined;
       const next = await fn(current);
       if (next === undefined) target.delete(key);
       else target.set(key, next);

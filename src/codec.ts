@@ -1,51 +1,110 @@
 /**
- * The shard's own value format: the one msgpackr set-up, shared by every
- * thread. Only this process's threads read these bytes; what Redis holds is
- * the codec's (src/redis/redis-codec.ts), converted at that boundary.
+ * The shard's own value format: msgpackr records with the cache's shared
+ * structures (memory/structures.ts). Only this process's threads read these
+ * bytes; what Redis holds is the codec's (src/redis/redis-codec.ts), converted
+ * at that boundary.
  *
- * - `useRecords: true` + `mapsAsObjects: false`: plain objects are written as
- *   records (their key list inlined in each value, so any thread or process
- *   decodes them without shared state) and msgpack maps decode as `Map`. With
- *   records off, msgpackr cannot tell a `Map` from an object on the way back.
+ * - Shared structures: an object's key list is stored once per cache, not in
+ *   every value; a value is its record id and its values. Every thread of the
+ *   cache encodes and decodes with the same registry, one ShardCodec per
+ *   thread and cache.
+ * - `mapsAsObjects: false`: objects are records and msgpack maps decode as
+ *   `Map`; without records msgpackr cannot tell a `Map` from an object.
  * - `moreTypes: true` keeps Sets, typed arrays, Errors and RegExps.
  * - `copyBuffers: true`: a decoded Buffer must never alias the scratch or
  *   shared buffer it was read from.
  * - `writeFunction` throws: msgpackr would otherwise silently drop functions.
+ *
+ * A codec made without a registry inlines every key list (msgpackr's own
+ * structures): its bytes decode with any ShardCodec, which the tests and
+ * benchmarks that drive a shard without a cache rely on.
  */
 import { Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
+import { MAX_SHARED_STRUCTURES, StructureRegistry } from './memory/structures.js';
 
-const packr = new Packr({
-  useRecords: true,
-  mapsAsObjects: false,
-  moreTypes: true,
-  copyBuffers: true,
-  writeFunction() {
-    throw new TypeError('functions cannot be cached');
-  },
-});
+export class ShardCodec {
+  private readonly packr: Packr;
+  /** Set when a decode had to load structures another thread saved (see decodeRange). */
+  private loadedStructures = false;
 
-/**
- * Encodes a value. The result is a view on msgpackr's reusable buffer: valid
- * until the next `encode` on this thread, so copy it before keeping it.
- */
-export function encode(value: unknown): Uint8Array {
-  let bytes: Buffer;
-  try {
-    bytes = packr.pack(value);
-  } catch (cause) {
-    throw new ShardCacheError(
-      'ERR_UNSERIALIZABLE',
-      `value cannot be encoded: ${(cause as Error)?.message ?? String(cause)}`,
-      { cause },
-    );
+  constructor(structures?: SharedArrayBuffer) {
+    const registry = structures && new StructureRegistry(structures);
+    this.packr = new Packr({
+      useRecords: true,
+      mapsAsObjects: false,
+      moreTypes: true,
+      copyBuffers: true,
+      writeFunction() {
+        throw new TypeError('functions cannot be cached');
+      },
+      ...(registry && {
+        maxSharedStructures: MAX_SHARED_STRUCTURES,
+        getStructures: () => {
+          this.loadedStructures = true;
+          return registry.load();
+        },
+        saveStructures: (structures: string[][], isCompatible: (existing: string[][]) => boolean) => registry.save(structures, isCompatible),
+        // A key the lossy-value check must see stays inline (see encode), and so does every shape once the registry is full.
+        shouldShareStructure: (keys: string[]) => registry.hasRoom() && keys.every((key) => key !== '__proto__' && key.isWellFormed()),
+      }),
+    } as ConstructorParameters<typeof Packr>[0]);
   }
-  // Two things msgpack cannot carry back unchanged: a string with a lone
-  // surrogate (UTF-8 writes it as U+FFFD) and an own "__proto__" property
-  // (renamed on decode, which is what keeps decoding safe). Both leave a mark
-  // in the bytes, so the costly walk runs only for values that have the mark.
-  if (mayBeLossy(bytes)) refuseLossy(value, 0);
-  return bytes;
+
+  /**
+   * Encodes a value. The result is a view on msgpackr's reusable buffer: valid
+   * until the next `encode` on this thread, so copy it before keeping it.
+   */
+  encode(value: unknown): Uint8Array {
+    let bytes: Buffer;
+    try {
+      bytes = this.packr.pack(value);
+    } catch (cause) {
+      throw new ShardCacheError(
+        'ERR_UNSERIALIZABLE',
+        `value cannot be encoded: ${(cause as Error)?.message ?? String(cause)}`,
+        { cause },
+      );
+    }
+    // Two things msgpack cannot carry back unchanged: a string with a lone
+    // surrogate (UTF-8 writes it as U+FFFD) and an own "__proto__" property
+    // (renamed on decode, which is what keeps decoding safe). Both leave a mark
+    // in the bytes (shapes with such keys are never shared, so their key names
+    // stay in the value), and the costly walk runs only for values that have it.
+    if (mayBeLossy(bytes)) refuseLossy(value, 0);
+    return bytes;
+  }
+
+  /**
+   * Decodes bytes[start, end). Throws msgpackr's own error on bad bytes. Past
+   * 0 it decodes a subarray: msgpackr's `{ start, end }` form is ~15x slower
+   * than decoding a view.
+   */
+  decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
+    this.loadedStructures = false;
+    const value = start === 0 ? this.packr.unpack(bytes, end) : this.packr.unpack(bytes.subarray(start, end));
+    // msgpackr finishes a decode that loaded structures from a private copy of
+    // the bytes, so its Buffers come back as plain Uint8Arrays: decode again,
+    // now with every structure known (once per new structure per thread).
+    if (!this.loadedStructures) return value;
+    return start === 0 ? this.packr.unpack(bytes, end) : this.packr.unpack(bytes.subarray(start, end));
+  }
+
+  decode(bytes: Uint8Array): unknown {
+    return this.decodeRange(bytes, 0, bytes.length);
+  }
+}
+
+const standalone = new ShardCodec();
+
+/** Encodes with no shared structures (see the file head): for driving a shard without a cache. */
+export function encode(value: unknown): Uint8Array {
+  return standalone.encode(value);
+}
+
+/** Decodes bytes made by `encode` (or any ShardCodec without shared structures). */
+export function decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
+  return standalone.decodeRange(bytes, start, end);
 }
 
 /**
@@ -112,13 +171,4 @@ function refuseLossy(value: unknown, depth: number): void {
     refuseLossy(k, depth + 1);
     refuseLossy((value as Record<string, unknown>)[k], depth + 1);
   }
-}
-
-/**
- * Decodes bytes[start, end). Throws msgpackr's own error on bad bytes; callers
- * map it. Past 0 it decodes a subarray: msgpackr's `{ start, end }` form is
- * ~15x slower than decoding a view.
- */
-export function decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
-  return start === 0 ? packr.unpack(bytes, end) : packr.unpack(bytes.subarray(start, end));
 }

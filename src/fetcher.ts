@@ -14,7 +14,7 @@
  * refuses a FILL older than a delete of its key (see ShardWriter.deletedSince).
  */
 import { closedError, ShardCacheError } from './errors.js';
-import { decodeRange } from './codec.js';
+import type { ShardCodec } from './codec.js';
 import { hashKey, shardOf } from './hash.js';
 import { H_WRITE_GENERATION } from './memory/layout.js';
 import type { ShardView } from './memory/shard-view.js';
@@ -44,6 +44,7 @@ export interface FetcherConfig {
   views: readonly ShardView[];
   writes: WritePath;
   overlay: Overlay;
+  codec: ShardCodec;
   maxValueBytes: number;
 }
 
@@ -116,7 +117,7 @@ export class Fetcher {
   /** The value read from Redis; keeps a local copy (never written back). */
   private accept(key: string, remote: TierValue, generation: number): unknown {
     if (remote.bytes === null) return remote.value;
-    const value = decodeRange(remote.bytes, 0, remote.bytes.length);
+    const value = this.config.codec.decodeRange(remote.bytes, 0, remote.bytes.length);
     this.keepLocal(key, remote, generation, true);
     return value;
   }

@@ -15,6 +15,8 @@ export interface CacheHandle {
   readonly control: SharedArrayBuffer;
   /** The process-wide lock table (lock-table.ts). */
   readonly locks: SharedArrayBuffer;
+  /** The shared record structures of the values (memory/structures.ts). */
+  readonly structures: SharedArrayBuffer;
   readonly options: ResolvedCoreOptions;
   /** What the Redis tier does, if there is one (the connection stays on the creating thread). */
   readonly redis?: {

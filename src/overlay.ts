@@ -13,7 +13,7 @@
  * sweeps once the map doubles (so a thread that writes many keys and never
  * reads them keeps the map bounded by what is in flight).
  */
-import { decodeRange } from './codec.js';
+import type { ShardCodec } from './codec.js';
 import { OP_FILL, OP_PUT, OP_SET, type RingProducer } from './memory/write-queue.js';
 
 const SWEEP_MIN = 4096;
@@ -29,11 +29,13 @@ interface QueuedWrite {
 
 export class Overlay {
   private readonly producers: readonly RingProducer[];
+  private readonly codec: ShardCodec;
   private readonly queued = new Map<string, QueuedWrite>();
   private sweepAt = SWEEP_MIN;
 
-  constructor(producers: readonly RingProducer[]) {
+  constructor(producers: readonly RingProducer[], codec: ShardCodec) {
     this.producers = producers;
+    this.codec = codec;
   }
 
   get size(): number {
@@ -70,7 +72,7 @@ export class Overlay {
     const at = queued.offset;
     if (!this.isLive(queued)) return undefined;
     const start = ring.valueStart(at);
-    return decodeRange(ring.u8, start, start + ring.valueLength(at));
+    return this.codec.decodeRange(ring.u8, start, start + ring.valueLength(at));
   }
 
   /** Whether the queued write leaves a live (unexpired) value. */

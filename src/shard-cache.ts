@@ -18,7 +18,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { AtomicOperations } from './atomic-operations.js';
-import { decodeRange, encode } from './codec.js';
+import type { ShardCodec } from './codec.js';
 import { ShardCacheError, closedError, describe } from './errors.js';
 import { Fetcher, type FetchOptions } from './fetcher.js';
 import { hashKey, shardOf } from './hash.js';
@@ -68,6 +68,7 @@ export class ShardCache extends EventEmitter {
   private readonly views: readonly ShardView[];
   private readonly shardCount: number;
   private readonly writes: WritePath;
+  private readonly codec: ShardCodec;
   private readonly overlay: Overlay;
   private readonly near: NearCache | undefined;
   private readonly fetcher: Fetcher;
@@ -91,7 +92,8 @@ export class ShardCache extends EventEmitter {
     this.views = views;
     this.shardCount = views.length;
     this.writes = writes;
-    this.overlay = new Overlay(writes.producers);
+    const codec = (this.codec = parts.codec);
+    this.overlay = new Overlay(writes.producers, codec);
     this.pool = parts.pool;
     this.tier = tier;
     this.producer = parts.producer;
@@ -106,11 +108,12 @@ export class ShardCache extends EventEmitter {
       views,
       writes,
       overlay,
+      codec,
       maxValueBytes: handle.options.maxValueBytes,
     });
-    this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay });
-    const codec = handle.redis?.codec;
-    this.checkCodec = codec === 'string' || codec === 'buffer' ? (value, key) => checkForCodec(codec, value, key) : undefined;
+    this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec });
+    const redisCodec = handle.redis?.codec;
+    this.checkCodec = redisCodec === 'string' || redisCodec === 'buffer' ? (value, key) => checkForCodec(redisCodec, value, key) : undefined;
     parts.problems.on('error', (error: Error) => this.report(error));
   }
 
@@ -241,7 +244,7 @@ export class ShardCache extends EventEmitter {
       return undefined;
     }
     view.touch(view.foundSlot);
-    const value = decodeRange(this.scratch.buffer, 0, length);
+    const value = this.codec.decodeRange(this.scratch.buffer, 0, length);
     if (near !== undefined && freezeIfShareable(value)) near.set(key, value, shard, view);
     this.controlF64[this.statsSlot + T_HITS]!++;
     return value;
@@ -325,7 +328,7 @@ export class ShardCache extends EventEmitter {
   /** Encodes a value for `key`, refusing one larger than maxValueBytes. A view on msgpackr's buffer: see encode. */
   private encodeValue(key: string, value: unknown): Uint8Array {
     this.checkCodec?.(value, key);
-    const bytes = encode(value);
+    const bytes = this.codec.encode(value);
     if (bytes.length > this.options.maxValueBytes) {
       throw new ShardCacheError('ERR_VALUE_TOO_LARGE', `value for ${describe(key)} encodes to ${bytes.length} bytes; options.maxValueBytes is ${this.options.maxValueBytes}`);
     }

@@ -19,6 +19,9 @@ import { hashKey } from './hash.js';
 import { C_CLOSED, createControl } from './memory/control.js';
 import { createShardBuffer } from './memory/layout.js';
 import { createLockTable } from './memory/lock-table.js';
+import { createStructureRegistry } from './memory/structures.js';
+import { ShardCodec } from './codec.js';
+import { RedisCodec } from './redis/redis-codec.js';
 import { ShardView } from './memory/shard-view.js';
 import { OP_DROP, OP_DROP_CLEAN, createRing } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
@@ -37,6 +40,8 @@ export interface CacheParts {
   producer: number;
   views: ShardView[];
   writes: WritePath;
+  /** This thread's codec of the shard format (values in shards and rings). */
+  codec: ShardCodec;
   /** The owners' supervisor: on the creating thread only. */
   pool: OwnerPool | undefined;
   tier: TierAccess | undefined;
@@ -58,6 +63,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
     shards,
     control,
     locks: createLockTable(),
+    structures: createStructureRegistry(),
     options: resolved,
     ...(redis && {
       redis: {
@@ -65,7 +71,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
         readThrough: redis.readThrough,
         twemproxy: redis.twemproxy,
         maxPending: wb?.maxPending ?? Infinity,
-        codec: redis.codec.kind,
+        codec: redis.codecKind,
       },
     }),
   };
@@ -86,9 +92,11 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
   const views = shards.map((sab) => new ShardView(sab));
   const writes = threadWrites(handle, producer.rings, views, true);
   const problems = new EventEmitter();
-  const parts: CacheParts = { handle, producer: producer.producer, views, writes, pool, tier: undefined, problems };
+  const codec = new ShardCodec(handle.structures);
+  const parts: CacheParts = { handle, producer: producer.producer, views, writes, codec, pool, tier: undefined, problems };
   if (!redis) return parts;
 
+  const redisCodec = new RedisCodec(redis.codec, codec);
   // Writes the tier makes on this thread's queues, never once the cache is closed.
   const open = () => Atomics.load(controlI32, C_CLOSED) === 0;
   let tier: RedisTier | undefined;
@@ -107,7 +115,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
   const writeBehind = wb && flusher && changeLogs && new WriteBehind({
     client: redis.client,
     keyPrefix: redis.keyPrefix,
-    codec: redis.codec,
+    codec: redisCodec,
     options: wb,
     views,
     changeLogs,
@@ -126,6 +134,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
   if (redis.ownsClient) redis.client.on('error', (error: Error) => problems.emit('error', error));
   tier = new RedisTier({
     options: redis,
+    codec: redisCodec,
     writeBehind: writeBehind || undefined,
     bus,
     pool,
@@ -154,6 +163,7 @@ export async function attachParts(handle: CacheHandle): Promise<CacheParts> {
     producer: producer.producer,
     views,
     writes: threadWrites(handle, producer.rings, views, false),
+    codec: new ShardCodec(handle.structures),
     pool: undefined,
     tier: handle.redis ? new RemoteTier(handle.channel, producer.producer) : undefined,
     problems: new EventEmitter(),

@@ -22,7 +22,7 @@
  * ERR_DECODE for that key only.
  */
 import { ShardCacheError, describe } from '../errors.js';
-import { decodeRange, encode } from '../codec.js';
+import type { ShardCodec } from '../codec.js';
 import { decodeStandard } from './msgpack/decode.js';
 import { encodeStandard } from './msgpack/encode.js';
 
@@ -76,8 +76,11 @@ export interface ConvertedValue {
 export class RedisCodec {
   readonly kind: CodecKind;
   private readonly codec: Codec;
+  private readonly shard: ShardCodec;
 
-  constructor(option: CodecOption) {
+  /** `shard`: the creating thread's codec of the shard format, for the conversions. */
+  constructor(option: CodecOption, shard: ShardCodec) {
+    this.shard = shard;
     if (typeof option === 'string') {
       this.kind = option;
       this.codec = BUILT_IN[option];
@@ -89,7 +92,7 @@ export class RedisCodec {
 
   /** Shard bytes to Redis bytes. Throws ERR_UNSERIALIZABLE if the codec refuses the value. */
   toRedis(shardBytes: Uint8Array, key: string): Buffer {
-    const value = decodeRange(shardBytes, 0, shardBytes.length);
+    const value = this.shard.decodeRange(shardBytes, 0, shardBytes.length);
     let bytes: Uint8Array;
     try {
       bytes = this.codec.encode(value);
@@ -118,7 +121,7 @@ export class RedisCodec {
   fromRedis(bytes: Uint8Array, key: string): ConvertedValue {
     const value = this.decode(bytes, key);
     try {
-      return { bytes: Buffer.from(encode(value)) };
+      return { bytes: Buffer.from(this.shard.encode(value)) };
     } catch {
       // Valid for the codec but not for the shard (an own "__proto__" key, which
       // the shard's format would rename): returned, not kept locally.
@@ -138,6 +141,10 @@ export function checkForCodec(kind: CodecKind, value: unknown, key: string): voi
   if (kind === 'buffer' && !(value instanceof Uint8Array)) {
     throw new ShardCacheError('ERR_UNSERIALIZABLE', `options.redis.codec is 'buffer': the value of ${describe(key)} must be a Uint8Array or Buffer (got ${describe(value)})`);
   }
+}
+
+export function codecKind(option: CodecOption): CodecKind {
+  return typeof option === 'string' ? option : 'custom';
 }
 
 export function isCodecOption(option: unknown): option is CodecOption {

@@ -3,7 +3,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { ShardCacheError, invalidOption } from '../errors.js';
-import { RedisCodec, isCodecOption, type CodecOption } from './redis-codec.js';
+import { codecKind, isCodecOption, type CodecKind, type CodecOption } from './redis-codec.js';
 
 export interface WriteBehindOptions {
   /**
@@ -88,7 +88,8 @@ export interface ResolvedRedisOptions {
   writeBehind: false | Required<WriteBehindOptions>;
   readThrough: boolean;
   twemproxy: boolean;
-  codec: RedisCodec;
+  codec: CodecOption;
+  codecKind: CodecKind;
 }
 
 export const REDIS_DEFAULTS = {
@@ -136,7 +137,7 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
     };
   }
   const made = client ?? new Redis(url!, { lazyConnect: false });
-  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy, invalidation, codec: new RedisCodec(codec) };
+  return { client: made, ownsClient: client === undefined, keyPrefix, writeBehind, readThrough, twemproxy, invalidation, codec, codecKind: codecKind(codec) };
 }
 
 function positive(value: unknown, name: string, min: number, integer = false): number {

@@ -17,6 +17,7 @@ import type { InvalidationBus } from './invalidation-bus.js';
 import { ReadThrough, type RemoteValue } from './read-through.js';
 import { ACQUIRE_LOCK, EXTEND_LOCK, RELEASE_LOCK, incrementScript } from './redis-scripts.js';
 import type { ResolvedRedisOptions } from './redis-options.js';
+import type { RedisCodec } from './redis-codec.js';
 import type { WriteBehind } from './write-behind.js';
 import type { WritePath } from '../write-path.js';
 
@@ -58,6 +59,7 @@ type Method = Exclude<keyof TierAccess, 'close'>;
 
 export interface RedisTierConfig {
   options: ResolvedRedisOptions;
+  codec: RedisCodec;
   writeBehind: WriteBehind | undefined;
   bus: InvalidationBus | undefined;
   pool: OwnerPool;
@@ -113,7 +115,7 @@ export class RedisTier implements TierAccess {
   /** Redis bytes to the shard's; throws ERR_DECODE. */
   private convert(key: string, remote: RemoteValue): TierValue {
     if (remote.bytes === null) return { found: false, bytes: null, ttlMs: 0, cacheable: remote.cacheable };
-    const converted = this.config.options.codec.fromRedis(remote.bytes, key);
+    const converted = this.config.codec.fromRedis(remote.bytes, key);
     return { found: true, ...converted, ttlMs: remote.ttlMs, cacheable: remote.cacheable && converted.bytes !== null };
   }
 
@@ -164,7 +166,7 @@ export class RedisTier implements TierAccess {
 
   async incr(key: string, by: number): Promise<{ value: number; local: unknown }> {
     const bus = this.config.bus;
-    const codec = this.config.options.codec.kind;
+    const codec = this.config.codec.kind;
     const script = incrementScript(codec);
     if (script === undefined) {
       throw new ShardCacheError('ERR_NOT_SUPPORTED', `incr() runs in Redis, which cannot read values of options.redis.codec ${codec}: use update(key, (n) => (n ?? 0) + by) instead`);

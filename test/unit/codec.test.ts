@@ -4,7 +4,9 @@
 import { spawnSync } from 'node:child_process';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeRange, encode } from '../../dist/src/codec.js';
+import { Worker } from 'node:worker_threads';
+import { ShardCodec, decodeRange, encode } from '../../dist/src/codec.js';
+import { createStructureRegistry } from '../../dist/src/memory/structures.js';
 import { ShardCacheError } from '../../dist/src/errors.js';
 
 const CODEC_URL = new URL('../../dist/src/codec.js', import.meta.url).href;
@@ -261,5 +263,67 @@ describe('codec refusals', () => {
   // comes back as +0.
   it.skip('keeps -0', () => {
     expect(Object.is(roundTrip(-0), -0)).toBe(true);
+  });
+});
+
+describe('shared structures (one registry per cache)', () => {
+  it('writes a known shape as its id: smaller than an inlined record, and decoded by another codec on the registry', () => {
+    const registry = createStructureRegistry();
+    const writer = new ShardCodec(registry);
+    const reader = new ShardCodec(registry);
+    const value = { id: 7, name: 'Ada', tags: ['a', 'b'], score: 1.5, active: true, nested: { data: Buffer.from('xyz') } };
+    writer.encode(value); // the first encode saves the shape
+    const shared = Buffer.from(writer.encode(value));
+    expect(shared.length).toBeLessThan(bytesOf(value).length - 20);
+    const decoded = reader.decodeRange(shared, 0, shared.length) as typeof value;
+    expect(decoded).toEqual(value);
+    // A Buffer stays a Buffer, also on the decode that had to load the shape.
+    expect(Buffer.isBuffer(decoded.nested.data)).toBe(true);
+    // Inlined records (no registry) still decode anywhere.
+    const inline = bytesOf(value);
+    expect(reader.decodeRange(inline, 0, inline.length)).toEqual(value);
+  });
+
+  it('never shares a shape with a "__proto__" key or a lone surrogate: such values are still refused', () => {
+    const codec = new ShardCodec(createStructureRegistry());
+    const proto = JSON.parse('{"__proto__": 1, "a": 2}');
+    expect(() => codec.encode(proto)).toThrow(expect.objectContaining({ code: 'ERR_UNSERIALIZABLE' }));
+    expect(() => codec.encode({ ['\ud800']: 1 })).toThrow(expect.objectContaining({ code: 'ERR_UNSERIALIZABLE' }));
+    const fine = Buffer.from(codec.encode({ a: 1 }));
+    expect(codec.decodeRange(fine, 0, fine.length)).toEqual({ a: 1 });
+  });
+
+  it('keeps every value decodable when threads add shapes at once', async () => {
+    const registry = createStructureRegistry();
+    const codecUrl = new URL('../../dist/src/codec.js', import.meta.url).href;
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      import(workerData.codecUrl).then(({ ShardCodec }) => {
+        const codec = new ShardCodec(workerData.registry);
+        const out = [];
+        for (let i = 0; i < 300; i++) {
+          const value = { ['k' + (i % 150)]: i, ['w' + workerData.n]: workerData.n, list: [i] };
+          out.push([value, Buffer.from(codec.encode(value))]);
+        }
+        parentPort.postMessage(out);
+      });
+    `;
+    const results = await Promise.all([0, 1, 2].map((n) => new Promise<[unknown, Uint8Array][]>((resolve, reject) => {
+      const worker = new Worker(source, { eval: true, workerData: { registry, codecUrl, n } });
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    })));
+    const reader = new ShardCodec(registry);
+    for (const [value, bytes] of results.flat()) expect(reader.decodeRange(Buffer.from(bytes), 0, bytes.length)).toEqual(value);
+  });
+
+  it('inlines new shapes once the registry is full, and they still round-trip', () => {
+    const codec = new ShardCodec(createStructureRegistry());
+    const long = 'x'.repeat(2000);
+    for (let i = 0; i < 200; i++) {
+      const value = { [`${long}${i}`]: i };
+      const bytes = Buffer.from(codec.encode(value));
+      expect(codec.decodeRange(bytes, 0, bytes.length)).toEqual(value);
+    }
   });
 });

@@ -10,6 +10,7 @@ import { hashKey, shardOf } from '../../dist/src/hash.js';
 import { createControl } from '../../dist/src/memory/control.js';
 import { createShardBuffer } from '../../dist/src/memory/layout.js';
 import { createLockTable } from '../../dist/src/memory/lock-table.js';
+import { createStructureRegistry } from '../../dist/src/memory/structures.js';
 import { ShardWriter } from '../../dist/src/memory/shard-writer.js';
 import { RingConsumer } from '../../dist/src/memory/write-queue.js';
 import type { CacheHandle, ChannelMessage } from '../../dist/src/messages.js';
@@ -34,6 +35,7 @@ class ManualOwner {
       shards: Array.from({ length: resolved.shards }, () => createShardBuffer(resolved.shardBytes)),
       control: createControl(),
       locks: createLockTable(),
+      structures: createStructureRegistry(),
       options: resolved,
     };
     this.writers = this.handle.shards.map((sab) => new ShardWriter(sab));
