@@ -1,6 +1,6 @@
 /**
- * The per-thread near cache: decoded values of hot keys, so a hit costs an
- * lru-cache lookup plus one atomic load instead of a copy and a decode.
+ * The per-thread near cache: decoded values of hot keys, so a hit costs a
+ * Map lookup plus one atomic load instead of a probe, a copy and a decode.
  *
  * An entry remembers where its value came from (shard, slot), the write's seq,
  * and the version of the key's stripe it was validated at. The fast check is
@@ -18,56 +18,68 @@
  * typed arrays, Maps, Sets or Dates (which freezing does not protect) are not
  * near-cached and are decoded afresh on every `get`.
  */
-import { LRUCache } from 'lru-cache';
 import type { ShardView } from './memory/shard-view.js';
 
 /**
- * lru-cache keeps the recency order and maps a key to a small integer id; what
- * the check needs lives in typed arrays indexed by that id. A hit then reads
- * no per-entry heap object (a likely cache miss with many entries): the id is
- * a small integer, the arrays are contiguous, and the stripe versions are hot.
+ * A Map from key to a small integer id, and what the check needs in typed
+ * arrays indexed by that id: a hit reads no per-entry heap object (a likely
+ * cache miss with many entries), and the stripe versions are hot.
+ *
+ * Eviction is CLOCK over the ids: a hit sets the id's referenced bit, and
+ * when every id is in use the hand clears set bits until it finds a clear one
+ * and reuses that id. A hit then costs one Map lookup and a store to a byte
+ * this thread owns; lru-cache's get (a Map lookup plus relinking its recency
+ * list) measured slower here, and its order is not worth more than CLOCK's
+ * for a cache in front of a cache. New entries start unreferenced, so keys
+ * read once leave first.
  */
 export class NearCache {
-  private readonly lru: LRUCache<string, number>;
+  private readonly ids = new Map<string, number>();
   private readonly views: readonly ShardView[];
+  private readonly capacity: number;
+  private readonly keys: (string | undefined)[];
   private readonly values: unknown[];
+  private readonly referenced: Uint8Array;
   private readonly shard: Uint16Array;
   private readonly slot: Int32Array;
   private readonly seq: Int32Array;
   private readonly stripe: Int32Array;
   private readonly version: Int32Array;
   private readonly expires: Float64Array;
-  /** Ids given back by evictions; one spare id beyond `max` lets a set allocate before lru-cache evicts. */
+  /** Ids given back by `drop`, reused before the hand evicts. */
   private readonly free: number[] = [];
-  private next = 0;
+  private used = 0;
+  private hand = 0;
   private hits = 0;
 
   constructor(max: number, views: readonly ShardView[]) {
     this.views = views;
-    this.lru = new LRUCache<string, number>({ max, dispose: (id) => this.release(id) });
-    const ids = max + 1;
-    this.values = new Array<unknown>(ids).fill(undefined);
-    this.shard = new Uint16Array(ids);
-    this.slot = new Int32Array(ids);
-    this.seq = new Int32Array(ids);
-    this.stripe = new Int32Array(ids);
-    this.version = new Int32Array(ids);
-    this.expires = new Float64Array(ids);
+    this.capacity = max;
+    this.keys = new Array<string | undefined>(max).fill(undefined);
+    this.values = new Array<unknown>(max).fill(undefined);
+    this.referenced = new Uint8Array(max);
+    this.shard = new Uint16Array(max);
+    this.slot = new Int32Array(max);
+    this.seq = new Int32Array(max);
+    this.stripe = new Int32Array(max);
+    this.version = new Int32Array(max);
+    this.expires = new Float64Array(max);
   }
 
   /** The cached value if it is still the key's current one, else undefined. */
   get(key: string): unknown {
-    const id = this.lru.get(key);
+    const id = this.ids.get(key);
     if (id === undefined) return undefined;
     const view = this.views[this.shard[id]!]!;
     const version = Atomics.load(view.i32, this.stripe[id]!);
     if (version !== this.version[id]) {
-      if (!view.holds(this.slot[id]!, this.seq[id]!)) return this.drop(key);
+      if (!view.holds(this.slot[id]!, this.seq[id]!)) return this.drop(key, id);
       // Still current at a later version: remember it, so the next check is the fast one.
       if ((version & 1) === 0) this.version[id] = version;
     }
     const expires = this.expires[id]!;
-    if (expires !== 0 && expires <= Date.now()) return this.drop(key);
+    if (expires !== 0 && expires <= Date.now()) return this.drop(key, id);
+    this.referenced[id] = 1;
     // Mark the key used for the owner's CLOCK, but only on every 8th hit: the
     // slot is likely a cache miss, and a hot key is hit often enough.
     if ((++this.hits & 7) === 0) view.touch(this.slot[id]!);
@@ -76,10 +88,12 @@ export class NearCache {
 
   /** Caches `value`, read from `view` (its found* fields describe the read). */
   set(key: string, value: unknown, shard: number, view: ShardView): void {
-    let id = this.lru.peek(key);
+    let id = this.ids.get(key);
     if (id === undefined) {
-      id = this.free.pop() ?? this.next++;
-      this.lru.set(key, id);
+      id = this.free.pop() ?? (this.used < this.capacity ? this.used++ : this.evict());
+      this.ids.set(key, id);
+      this.keys[id] = key;
+      this.referenced[id] = 0;
     }
     this.values[id] = value;
     this.shard[id] = shard;
@@ -91,21 +105,39 @@ export class NearCache {
   }
 
   clear(): void {
-    this.lru.clear();
+    this.ids.clear();
+    this.keys.fill(undefined);
+    this.values.fill(undefined);
+    this.free.length = 0;
+    this.used = 0;
+    this.hand = 0;
   }
 
   get size(): number {
-    return this.lru.size;
+    return this.ids.size;
   }
 
-  private drop(key: string): undefined {
-    this.lru.delete(key);
+  private drop(key: string, id: number): undefined {
+    this.ids.delete(key);
+    this.keys[id] = undefined;
+    this.values[id] = undefined;
+    this.free.push(id);
     return undefined;
   }
 
-  private release(id: number): void {
-    this.values[id] = undefined;
-    this.free.push(id);
+  /** Frees the id the CLOCK hand picks (every id is in use: the free list is empty). */
+  private evict(): number {
+    for (;;) {
+      const id = this.hand;
+      this.hand = id + 1 === this.capacity ? 0 : id + 1;
+      if (this.referenced[id] === 1) {
+        this.referenced[id] = 0;
+        continue;
+      }
+      this.ids.delete(this.keys[id]!);
+      this.values[id] = undefined;
+      return id;
+    }
   }
 }
 

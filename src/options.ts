@@ -40,7 +40,10 @@ export interface ShardCacheOptions {
   maxValueBytes?: number;
   /**
    * Entries in each thread's near cache of decoded values; 0 turns it off.
-   * @default 10_000
+   * Each entry costs the decoded value on that thread's heap plus ~90 bytes
+   * (a Map entry and the check's typed-array slots): ~20 MiB per thread at
+   * 65 536 entries of ~100-byte objects.
+   * @default one per 2 KiB of maxBytes, from 1024 to 65 536 (32 768 at the default 64 MiB)
    */
   nearCache?: number;
   /**
@@ -70,7 +73,6 @@ export const DEFAULTS = {
   maxBytes: 64 * 1024 * 1024,
   ttlMs: 0,
   maxValueBytes: 256 * 1024,
-  nearCache: 10_000,
   backpressureTimeoutMs: 5_000,
 } as const;
 
@@ -106,7 +108,7 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
   if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > largest) {
     throw invalidOption('maxValueBytes', `must be an integer from 1 to ${largest} (a quarter of a shard's arena) with maxBytes ${maxBytes} and ${shards} shards`, maxValueBytes);
   }
-  const nearCache = options.nearCache ?? DEFAULTS.nearCache;
+  const nearCache = options.nearCache ?? defaultNearCache(maxBytes);
   if (!Number.isInteger(nearCache) || nearCache < 0 || nearCache > 10_000_000) {
     throw invalidOption('nearCache', 'must be an integer from 0 (off) to 10000000', nearCache);
   }
@@ -118,6 +120,19 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
   while (ringBytes < 2 * recordBytes(MAX_KEY_LENGTH, maxValueBytes)) ringBytes *= 2;
   return { shards, maxBytes, shardBytes, ttlMs, maxValueBytes, nearCache, backpressureTimeoutMs, ringBytes };
 }
+
+/**
+ * The near cache follows the budget: a cache sized for more entries gets more
+ * hot keys decoded, up to a heap cost that stays small against lru-cache's
+ * (see README, "Memory").
+ */
+export function defaultNearCache(maxBytes: number): number {
+  return Math.max(NEAR_CACHE_MIN, Math.min(NEAR_CACHE_MAX, Math.floor(maxBytes / NEAR_CACHE_BYTES_PER_ENTRY)));
+}
+
+const NEAR_CACHE_BYTES_PER_ENTRY = 2048;
+const NEAR_CACHE_MIN = 1024;
+const NEAR_CACHE_MAX = 65_536;
 
 /** A timeout in ms: finite and 0 or more (0 means do not wait). */
 export function validateTimeout(ms: unknown, name: string): asserts ms is number {

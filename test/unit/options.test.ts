@@ -28,7 +28,9 @@ describe('resolveOptions', () => {
     expect(r.shards).toBe(os.availableParallelism());
     expect(r.maxBytes).toBe(64 * MiB);
     expect(r.ttlMs).toBe(0);
-    expect(r.nearCache).toBe(10_000);
+    expect(r.nearCache).toBe(32_768); // one per 2 KiB of maxBytes
+    expect(resolveOptions({ maxBytes: 1 * MiB }).nearCache).toBe(1024);
+    expect(resolveOptions({ maxBytes: 1024 * MiB }).nearCache).toBe(65_536);
     expect(r.maxValueBytes).toBe(Math.min(DEFAULTS.maxValueBytes, largestValueFor(shardGeometry(r.shardBytes))));
     expect(r.shardBytes * r.shards).toBeLessThanOrEqual(r.maxBytes);
     expect(resolveOptions({})).toEqual(r);
