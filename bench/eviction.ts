@@ -7,8 +7,8 @@
  * Eviction is a property of one shard, so the replay drives a ShardWriter
  * directly on this thread (no owner thread, no timing): per request a `get`,
  * and on a miss a `set`. The shard is sized so that exactly `capacity` entries
- * fit: keys `p:<block>` (at most 11 code units) with a 9-byte value make every
- * entry 64 bytes, and the index then has room for more than `capacity`.
+ * fit: keys `p:<block>` (at most 11 one-byte code units) with a 9-byte value make
+ * every entry at most 56 bytes, and the index then has room for more than `capacity`.
  *
  * Trace: Megiddo & Modha, "ARC: A Self-Tuning, Low Overhead Replacement
  * Cache", USENIX FAST '03.
@@ -19,7 +19,7 @@ import { decompress } from 'fzstd';
 import { LRUCache } from 'lru-cache';
 import { encode } from '../src/codec.js';
 import { hashKey } from '../src/hash.js';
-import { HEADER_BYTES, SLOT_BYTES, STRIPES, createShardBuffer, entryBytes, shardGeometry } from '../src/memory/layout.js';
+import { BYTES_PER_SLOT, HEADER_BYTES, SLOT_BYTES, STRIPES, createShardBuffer, entryBytes, shardGeometry } from '../src/memory/layout.js';
 import { NOT_FOUND, Scratch } from '../src/memory/shard-view.js';
 import { ShardWriter } from '../src/memory/shard-writer.js';
 import { OP_SET, RingConsumer, RingProducer, createRing, recordBytes } from '../src/memory/write-queue.js';
@@ -57,7 +57,7 @@ function loadTrace(name: string, limit: number): Uint32Array {
 /** Smallest shard whose arena holds `capacity` 64-byte entries. */
 function shardBytesFor(capacity: number): number {
   const need = capacity * entryBytes(11, VALUE.length);
-  let total = Math.ceil((need + HEADER_BYTES + STRIPES * 4) / (1 - SLOT_BYTES / 64) / 8) * 8;
+  let total = Math.ceil((need + HEADER_BYTES + STRIPES * 4) / (1 - SLOT_BYTES / BYTES_PER_SLOT) / 8) * 8;
   while (shardGeometry(total).arenaBytes < need) total += 64;
   return total;
 }

@@ -8,9 +8,14 @@
  *                                             [2] entry seq          [3] referenced (CLOCK bit)
  *   arenaOffset            ARENA            a ring of 8-byte aligned entries, FreeCache style:
  *
- *      entry:  [0] u32 size  [4] i32 hash (0 = padding)  [8] i32 seq  [12] u32 key length (code units)
+ *      entry:  [0] u32 size  [4] i32 hash (0 = padding)  [8] i32 seq
+ *              [12] u32 key length in code units, | KEY_WIDE if stored as UTF-16
  *              [16] u32 value length  [20] u32 flags  [24] f64 expiresAt (ms, 0 = never)
- *              [32] key as UTF-16 code units, then the msgpack value bytes, padded to 8
+ *              [32] the key, then the value bytes (shard format), padded to 8
+ *
+ * A key whose code units are all below 256 (any ASCII or Latin-1 key, which
+ * most keys are) is stored one byte per code unit, half the bytes of UTF-16;
+ * any other key as UTF-16 code units, so every string round-trips.
  *
  * Only the shard's owner writes the index, the arena and the header. Readers on
  * any thread read them optimistically under the stripe's seqlock version (see
@@ -69,6 +74,11 @@ export const E_FLAGS = 20;
 export const E_EXPIRES = 24;
 export const E_KEY = 32;
 
+/** In the key length word: the key is stored as UTF-16 code units, not one byte each. */
+export const KEY_WIDE = 1 << 16;
+/** The code-unit count in a key length word. */
+export const KEY_LENGTH_MASK = KEY_WIDE - 1;
+
 /**
  * Entry flag: written locally, not yet acknowledged by Redis; never evicted.
  * The other 31 bits of the flags word hold the number of the change-log record
@@ -78,27 +88,35 @@ export const FLAG_DIRTY = 1;
 /** Record numbers are compared modulo 2^30 (they wrap; the pending window is far smaller). */
 export const RECORD_NUMBER_MASK = 0x3fffffff;
 
-/** Longest key, in UTF-16 code units. Keys are stored as code units so any string round-trips. */
+/** Longest key, in UTF-16 code units (it must stay below KEY_WIDE). */
 export const MAX_KEY_LENGTH = 4096;
 
 /** Smallest budget for one shard; below this the index and arena are too small to be useful. */
 export const MIN_SHARD_BYTES = 256 * 1024;
 
 /**
- * One index slot per 64 bytes of budget: 25% of the budget for the index. A
- * typical entry (short key, ~100 B value) takes ~150 B of arena, so the index
- * stays under half full; tiny entries are bounded by the index instead, which
- * the owner keeps under MAX_LOAD by evicting.
+ * One index slot per 80 bytes of budget: 20% of the budget for the index. A
+ * small entry (a short key and a ~100-byte object in shared structures, ~30
+ * bytes) takes ~80 bytes of arena, so arena and index fill together; larger
+ * entries leave the index emptier, and tiny ones are bounded by the index,
+ * which the owner keeps under MAX_LOAD by evicting.
  */
-const BYTES_PER_SLOT = 64;
+export const BYTES_PER_SLOT = 80;
 export const MAX_LOAD = 0.85;
 
 export function align8(n: number): number {
   return (n + 7) & ~7;
 }
 
-export function entryBytes(keyLength: number, valueLength: number): number {
-  return align8(ENTRY_HEADER_BYTES + keyLength * 2 + valueLength);
+/** Bytes of an entry whose key takes `keyBytes` (its length, or twice that if wide) and its value `valueLength`. */
+export function entryBytes(keyBytes: number, valueLength: number): number {
+  return align8(ENTRY_HEADER_BYTES + keyBytes + valueLength);
+}
+
+/** Whether code units [index, index + length) of `units` all fit in one byte each. */
+export function fitsOneByte(units: Uint16Array, index: number, length: number): boolean {
+  for (let i = index; i < index + length; i++) if (units[i]! > 0xff) return false;
+  return true;
 }
 
 export interface ShardGeometry {

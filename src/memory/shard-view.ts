@@ -11,7 +11,7 @@
 import { homeSlot } from '../hash.js';
 import {
   E_EXPIRES, E_FLAGS, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, ENTRY_HEADER_BYTES,
-  H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES,
+  H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE,
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
 import { STRIPE_STUCK, readBegin, readValid } from './stripe-lock.js';
@@ -40,8 +40,9 @@ export class ShardView {
   /** Int32 index of the found key's stripe version, and the (even) version the read was validated at. */
   foundStripe = 0;
   foundVersion = 0;
-  /** Entry offset that `probe` matched, already bounds-checked by `keyAt`. */
+  /** Entry offset that `probe` matched, already bounds-checked by `keyAt`, and where its value starts. */
   probedOffset = 0;
+  probedValueStart = 0;
 
   constructor(sab: SharedArrayBuffer) {
     this.sab = sab;
@@ -79,7 +80,7 @@ export class ShardView {
       const length = i32[(offset + E_VALUE_LENGTH) >> 2]!;
       const expires = this.f64[(offset + E_EXPIRES) >> 3]!;
       const flags = i32[(offset + E_FLAGS) >> 2]!;
-      const start = offset + E_KEY + key.length * 2;
+      const start = this.probedValueStart;
       if (expires !== 0 && expires <= now) {
         if (readValid(i32, stripe, version)) return NOT_FOUND;
         continue;
@@ -152,17 +153,32 @@ export class ShardView {
     return NOT_FOUND;
   }
 
-  /** Whether the entry at byte `offset` has exactly `key`. Bounds-checked: offset may be stale. */
+  /**
+   * Whether the entry at byte `offset` has exactly `key`; if so, sets
+   * probedValueStart. Bounds-checked: offset may be stale.
+   */
   keyAt(offset: number, key: string): boolean {
     if (offset < this.arenaStart || offset + ENTRY_HEADER_BYTES > this.arenaEnd || (offset & 7) !== 0) return false;
     const length = key.length;
-    if (this.i32[(offset + E_KEY_LENGTH) >> 2] !== length) return false;
-    if (offset + E_KEY + length * 2 > this.arenaEnd) return false;
-    const u16 = this.u16;
-    const k = (offset + E_KEY) >> 1;
-    for (let j = 0; j < length; j++) {
-      if (u16[k + j] !== key.charCodeAt(j)) return false;
+    const word = this.i32[(offset + E_KEY_LENGTH) >> 2]!;
+    if ((word & KEY_LENGTH_MASK) !== length) return false;
+    if ((word & KEY_WIDE) !== 0) {
+      if (offset + E_KEY + length * 2 > this.arenaEnd) return false;
+      const u16 = this.u16;
+      const k = (offset + E_KEY) >> 1;
+      for (let j = 0; j < length; j++) {
+        if (u16[k + j] !== key.charCodeAt(j)) return false;
+      }
+      this.probedValueStart = offset + E_KEY + length * 2;
+      return true;
     }
+    if (offset + E_KEY + length > this.arenaEnd) return false;
+    const u8 = this.u8;
+    const k = offset + E_KEY;
+    for (let j = 0; j < length; j++) {
+      if (u8[k + j] !== key.charCodeAt(j)) return false;
+    }
+    this.probedValueStart = k + length;
     return true;
   }
 }

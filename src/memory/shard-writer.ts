@@ -22,7 +22,7 @@ import {
   E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
   H_LOG_RECORDS, H_WRITE_GENERATION, H_ARENA_HEAD, RECORD_NUMBER_MASK, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
-  HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes,
+  HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes, fitsOneByte,
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
 import { writeBegin, writeEnd } from './stripe-lock.js';
@@ -130,7 +130,9 @@ export class ShardWriter extends ShardView {
     const valueLength = ring.valueLength(offset);
     const expires = ring.expires(offset);
     const keyIndex = ring.keyIndex(offset);
-    const size = entryBytes(keyLength, valueLength);
+    const wide = !fitsOneByte(ring.u16, keyIndex, keyLength);
+    const keyBytes = wide ? keyLength * 2 : keyLength;
+    const size = entryBytes(keyBytes, valueLength);
 
     // Make index room first: the entry about to be written is not in the index
     // yet, and eviction treats unindexed entries as dead.
@@ -149,13 +151,19 @@ export class ShardWriter extends ShardView {
     i32[(at + E_SIZE) >> 2] = size;
     i32[(at + E_HASH) >> 2] = hash;
     i32[(at + E_SEQ) >> 2] = seq;
-    i32[(at + E_KEY_LENGTH) >> 2] = keyLength;
+    i32[(at + E_KEY_LENGTH) >> 2] = wide ? keyLength | KEY_WIDE : keyLength;
     i32[(at + E_VALUE_LENGTH) >> 2] = valueLength;
     i32[(at + E_FLAGS) >> 2] = dirty ? FLAG_DIRTY : 0;
     this.f64[(at + E_EXPIRES) >> 3] = expires;
-    this.u16.set(ring.u16.subarray(keyIndex, keyIndex + keyLength), (at + E_KEY) >> 1);
+    if (wide) {
+      this.u16.set(ring.u16.subarray(keyIndex, keyIndex + keyLength), (at + E_KEY) >> 1);
+    } else {
+      const u8 = this.u8;
+      const units = ring.u16;
+      for (let j = 0; j < keyLength; j++) u8[at + E_KEY + j] = units[keyIndex + j]!;
+    }
     const valueStart = ring.valueStart(offset);
-    ring.u8.copy(this.u8, at + E_KEY + keyLength * 2, valueStart, valueStart + valueLength);
+    ring.u8.copy(this.u8, at + E_KEY + keyBytes, valueStart, valueStart + valueLength);
     this.advanceHead(size);
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
     if (dirty) i32[H_DIRTY]!++;
@@ -471,10 +479,24 @@ export class ShardWriter extends ShardView {
     return NOT_FOUND;
   }
 
+  /** Whether the entry at `at` (key length word `word`) holds the code units src[keyIndex, +keyLength). */
+  private entryKeyEquals(at: number, word: number, src: Uint16Array, keyIndex: number, keyLength: number): boolean {
+    let j = 0;
+    if ((word & KEY_WIDE) !== 0) {
+      const u16 = this.u16;
+      const k = (at + E_KEY) >> 1;
+      while (j < keyLength && u16[k + j] === src[keyIndex + j]) j++;
+    } else {
+      const u8 = this.u8;
+      const k = at + E_KEY;
+      while (j < keyLength && u8[k + j] === src[keyIndex + j]) j++;
+    }
+    return j === keyLength;
+  }
+
   /** Probe for a key given as code units in another buffer (a ring record). */
   private probeCodeUnits(src: Uint16Array, keyIndex: number, keyLength: number, hash: number): number {
     const i32 = this.i32;
-    const u16 = this.u16;
     const n = this.slots;
     let i = homeSlot(hash, n);
     for (let probes = 0; probes < n; probes++) {
@@ -483,12 +505,8 @@ export class ShardWriter extends ShardView {
       if (h === 0) return NOT_FOUND;
       if (h === hash) {
         const at = i32[w + 1]!;
-        if (i32[(at + E_KEY_LENGTH) >> 2] === keyLength) {
-          const k = (at + E_KEY) >> 1;
-          let j = 0;
-          while (j < keyLength && u16[k + j] === src[keyIndex + j]) j++;
-          if (j === keyLength) return i;
-        }
+        const word = i32[(at + E_KEY_LENGTH) >> 2]!;
+        if ((word & KEY_LENGTH_MASK) === keyLength && this.entryKeyEquals(at, word, src, keyIndex, keyLength)) return i;
       }
       if (++i === n) i = 0;
     }

@@ -8,7 +8,7 @@
 import { decodeRange, encode } from '../../dist/src/codec.js';
 import { hashKey, homeSlot } from '../../dist/src/hash.js';
 import {
-  E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS,
+  E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, KEY_LENGTH_MASK, KEY_WIDE, F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS,
   H_ARENA_BYTES, H_ARENA_HEAD, H_ARENA_OFFSET, H_ARENA_TAIL, H_ARENA_USED, H_ENTRIES, H_INDEX_OFFSET,
   H_SLOTS, HEADER_BYTES, SLOT_BYTES, SLOT_WORDS, STRIPES,
 } from '../../dist/src/memory/layout.js';
@@ -173,6 +173,7 @@ export interface ShardReport {
 export function checkShard(sab: SharedArrayBuffer): ShardReport {
   const i32 = new Int32Array(sab);
   const u16 = new Uint16Array(sab);
+  const u8 = new Uint8Array(sab);
   const problems: string[] = [];
   const slots = i32[H_SLOTS]!;
   const slotBase = i32[H_INDEX_OFFSET]! >> 2;
@@ -228,10 +229,12 @@ export function checkShard(sab: SharedArrayBuffer): ShardReport {
     }
     if (i32[(at + E_HASH) >> 2] !== h) problems.push(`slot ${i} hash ${h} != entry hash ${i32[(at + E_HASH) >> 2]}`);
     if (i32[(at + E_SEQ) >> 2] !== i32[w + 2]) problems.push(`slot ${i} seq ${i32[w + 2]} != entry seq ${i32[(at + E_SEQ) >> 2]}`);
-    const keyLength = i32[(at + E_KEY_LENGTH) >> 2]!;
-    const k = (at + E_KEY) >> 1;
+    const word = i32[(at + E_KEY_LENGTH) >> 2]!;
+    const keyLength = word & KEY_LENGTH_MASK;
     let key = '';
-    for (let j = 0; j < keyLength; j++) key += String.fromCharCode(u16[k + j]!);
+    for (let j = 0; j < keyLength; j++) {
+      key += String.fromCharCode((word & KEY_WIDE) !== 0 ? u16[((at + E_KEY) >> 1) + j]! : u8[at + E_KEY + j]!);
+    }
     if (keys.has(key)) problems.push(`key ${JSON.stringify(key)} is in slots ${keys.get(key)} and ${i}`);
     keys.set(key, i);
     for (let j = homeSlot(h, slots); j !== i; j = j + 1 === slots ? 0 : j + 1) {

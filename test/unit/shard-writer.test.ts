@@ -126,6 +126,29 @@ describe('ShardWriter: set, overwrite, delete, clear', () => {
   });
 });
 
+describe('ShardWriter: key storage', () => {
+  it('stores keys whose code units all fit in a byte one byte each, any other key as UTF-16, and finds both', () => {
+    const h = new Harness(createShardBuffer(1024 * KiB));
+    const narrow = ['a', 'user:100001', 'café', 'ÿ'.repeat(40), ''];
+    const wide = ['ключ', 'emoji 🙂', '\uD800', 'Ā', 'caf\u0100'];
+    for (const key of [...narrow, ...wide]) h.set(key, key.length);
+    for (const key of [...narrow, ...wide]) expect(h.get(key), JSON.stringify(key)).toBe(key.length);
+    expectHealthy(h);
+    // One byte per code unit for the narrow ones, two for the others.
+    const used = [...narrow].reduce((n, key) => n + entryBytes(key.length, encode(key.length).length), 0)
+      + [...wide].reduce((n, key) => n + entryBytes(key.length * 2, encode(key.length).length), 0);
+    expect(h.arenaUsed).toBe(used);
+    // Same length, same code units modulo 256, one narrow and one wide: never confused.
+    h.set('\u0141', 'wide');
+    h.set('A', 'narrow');
+    expect(h.get('\u0141')).toBe('wide');
+    expect(h.get('A')).toBe('narrow');
+    h.delete('ключ');
+    expect(h.get('ключ')).toBeUndefined();
+    expect(h.get('café')).toBe(4);
+  });
+});
+
 describe('ShardWriter: eviction', () => {
   it('keeps the arena and the index within the shard budget while 10x the budget is inserted', () => {
     const shardBytes = 256 * KiB;
@@ -199,9 +222,11 @@ describe('ShardWriter: eviction', () => {
   });
 
   it('CLOCK: entries read since they were written outlive entries nobody read (index-bound shard)', () => {
-    // 48-byte entries (short key, small integer): 3480 of them fill the index
-    // (85% of 4096 slots) while the 176 KiB arena is still only 95% full.
-    const { touchedKept, untouchedKept, half } = clockScenario(3480, (i) => i);
+    // 40-byte entries (short one-byte key, small integer): enough of them to
+    // fill the index to its maximum load (85% of its slots, an even number)
+    // while the arena still has room.
+    const full = Math.floor(shardGeometry(256 * KiB).slots * MAX_LOAD) & ~1;
+    const { touchedKept, untouchedKept, half } = clockScenario(full, (i) => i);
     expect(touchedKept).toBe(half);
     expect(untouchedKept).toBe(0);
   });

@@ -63,7 +63,7 @@ describe('stripe seqlock', () => {
     const scratch = new Scratch();
     expect(view.read('k', hashKey('k'), Date.now(), scratch)).toBeGreaterThan(1000);
     const valueEnd = view.foundLength;
-    const valueStart = view.probedOffset + 32 + 2 + (valueEnd - 1000); // value bytes of the Buffer
+    const valueStart = view.probedValueStart + (valueEnd - 1000); // value bytes of the Buffer
     const owner = new Worker(
       `
       const { parentPort, workerData: { sab, stripe, start } } = require('node:worker_threads');
