@@ -6,20 +6,27 @@
  * - get hit, near cache warm, Zipf: shardcache with a near cache that holds the
  *   working set (`nearCache` = key count, as a user sizes it for a hot set);
  *   keys are served from the thread's decoded copies after warm-up.
+ * - get hit with default options, Zipf: the near cache as the defaults size it
+ *   (from maxBytes), so the hot keys hit it and the rest read shared memory.
  * - get hit from shared memory (`nearCache: 0`), uniform: every get probes the
- *   shard, copies the bytes out and decodes them. Also timed: msgpackr unpack
- *   alone (the library's own codec) on the same bytes, the floor of that path.
+ *   shard, copies the bytes out and decodes them. Also timed: msgpackr's
+ *   default `unpack` of the same values (its default `pack`, a plain msgpack
+ *   map), what decoding alone costs a user who keeps msgpack bytes.
  * - get miss, uniform: keys that were never stored.
  * - set until settled, uniform: a batch of sets (encoding included) and then
  *   `await cache.settled()`, so the time covers the owners applying them.
  * - mixed 90% get / 10% set, Zipf: the writes are not awaited per batch (the
  *   write queue and the owners absorb them, as in a service); the backlog is
  *   settled after the task so it is not left to the next one.
+ *
+ * And, not timed: how many entries of the value a 64 MiB cache holds (filled
+ * past its budget with distinct keys), against the heap lru-cache takes per
+ * entry for the same values.
  */
 import os from 'node:os';
 import { LRUCache } from 'lru-cache';
 import { ShardCache } from '../src/shard-cache.js';
-import { decodeRange, encode } from '../src/codec.js';
+import { pack, unpack } from 'msgpackr';
 import { KeyCursor, indices, makeKeys, makeMissKeys } from './keys.js';
 import { BATCH, consume, measureBatch, type ScenarioContext } from './measure.js';
 import { addRow, finishScenario, newScenario, type Row, type ScenarioResult } from './report.js';
@@ -32,20 +39,24 @@ const POOL_MASK = POOL_SIZE - 1;
  * grows with the budget, and a needlessly large one costs cache misses.
  */
 function budgetFor(keyCount: number, encodedBytes: number): number {
-  const perEntry = 64 /* index slot at 25% of budget */ + 32 + 2 * 12 + encodedBytes;
+  const perEntry = 80 /* index slot at 20% of budget */ + 32 + 12 + encodedBytes;
   return Math.max(32 * 1024 * 1024, Math.ceil((2 * keyCount * perEntry) / (1024 * 1024)) * 1024 * 1024);
 }
 
 export const GROUPS = {
   nearZipf: 'get hit · near cache warm · Zipf',
+  defaultZipf: 'get hit · default options · Zipf',
   sharedUniform: 'get hit · shared memory (nearCache 0) · uniform',
   miss: 'get miss · uniform',
   set: 'set · until settled · uniform',
   mixed: 'mixed 90% get / 10% set · Zipf',
 } as const;
 
+export const CAPACITY_GROUP = 'entries a 64 MiB cache holds';
+const CAPACITY_BYTES = 64 * 1024 * 1024;
+
 /** Timed tasks per value kind (see makeTasks). */
-const TASKS_PER_KIND = 16;
+const TASKS_PER_KIND = 19;
 
 interface Task {
   group: string;
@@ -84,11 +95,13 @@ export async function runOps(ctx: ScenarioContext): Promise<ScenarioResult> {
   for (const kind of config.valueKinds) {
     ctx.progress(done, total, `${VALUE_LABEL[kind]}: filling caches`);
     const pool = valuePool(kind);
-    const encoded = pool.map((v) => Buffer.from(encode(v)));
+    // What msgpackr's defaults make of the values (plain maps): the decode-alone comparison.
+    const encoded = pool.map((v) => Buffer.from(pack(v)));
     const lru = new LRUCache<string, NonNullable<unknown>>({ max: keyCount });
     const map = new Map<string, unknown>();
     const maxBytes = budgetFor(keyCount, Math.max(...encoded.map((b) => b.length)));
     const near = await ShardCache.create({ maxBytes, nearCache: keyCount });
+    const defaults = await ShardCache.create({ maxBytes });
     const shared = await ShardCache.create({ maxBytes, nearCache: 0 });
     try {
       for (let i = 0; i < keyCount; i++) {
@@ -97,15 +110,17 @@ export async function runOps(ctx: ScenarioContext): Promise<ScenarioResult> {
         lru.set(key, value);
         map.set(key, value);
         near.set(key, value);
+        defaults.set(key, value);
         shared.set(key, value);
       }
       await near.settled();
+      await defaults.settled();
       await shared.settled();
       if (near.size !== keyCount || shared.size !== keyCount) {
         throw new Error(`ops: shardcache holds ${near.size}/${shared.size} of ${keyCount} entries after filling; raise budgetFor`);
       }
 
-      const tasks = makeTasks({ keys, missKeys, uniform, zipf, pool, encoded, lru, map, near, shared });
+      const tasks = makeTasks({ keys, missKeys, uniform, zipf, pool, encoded, lru, map, near, defaults, shared });
       if (tasks.length !== TASKS_PER_KIND) throw new Error(`ops: TASKS_PER_KIND is ${TASKS_PER_KIND}, makeTasks made ${tasks.length}`);
       const rows = new Map<Task, Row>();
       for (const task of tasks) rows.set(task, addRow(result, task.group, task.subject, { value: VALUE_LABEL[kind] }));
@@ -121,11 +136,47 @@ export async function runOps(ctx: ScenarioContext): Promise<ScenarioResult> {
       }
     } finally {
       await near.close();
+      await defaults.close();
       await shared.close();
     }
+    ctx.progress(done, total, `${VALUE_LABEL[kind]}: filling a 64 MiB cache`);
+    const capacity = await measureCapacity(pool, keyCount);
+    addRow(result, CAPACITY_GROUP, 'shardcache', { value: VALUE_LABEL[kind] }).runs.push({ entries: capacity.entries, bytesPerEntry: capacity.bytesPerEntry });
+    addRow(result, CAPACITY_GROUP, 'lru-cache', { value: VALUE_LABEL[kind] }).runs.push({ entries: Math.floor(CAPACITY_BYTES / capacity.lruBytesPerEntry), bytesPerEntry: capacity.lruBytesPerEntry });
   }
   ctx.progress(total, total, 'done');
   return finishScenario(result);
+}
+
+/**
+ * Fills a 64 MiB cache with distinct keys until twice what it can hold has
+ * been written, and reports what it holds; and the heap lru-cache takes per
+ * entry for `count` of the same values (the same per-entry cost of an unbounded
+ * cache), measured around a forced GC when --expose-gc allows one.
+ */
+async function measureCapacity(pool: unknown[], count: number): Promise<{ entries: number; bytesPerEntry: number; lruBytesPerEntry: number }> {
+  const cache = await ShardCache.create({ maxBytes: CAPACITY_BYTES, nearCache: 0 });
+  let entries = 0;
+  try {
+    for (let i = 0, last = -1; entries > last; i++) {
+      last = entries;
+      for (let j = 0; j < 100_000; j++) cache.set(`key:${i}:${j}`, pool[j & POOL_MASK]);
+      await cache.settled();
+      entries = cache.size;
+    }
+  } finally {
+    await cache.close();
+  }
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const before = process.memoryUsage().heapUsed;
+  const lru = new LRUCache<string, NonNullable<unknown>>({ max: count });
+  // Fresh values, as a cache holds: each entry its own object.
+  for (let j = 0; j < count; j++) lru.set(`key:0:${j}`, structuredClone(pool[j & POOL_MASK]) as NonNullable<unknown>);
+  gc?.();
+  const lruBytesPerEntry = Math.max(1, Math.round((process.memoryUsage().heapUsed - before) / count));
+  consume(lru.size);
+  return { entries, bytesPerEntry: Math.round(CAPACITY_BYTES / entries), lruBytesPerEntry };
 }
 
 interface Subjects {
@@ -138,6 +189,7 @@ interface Subjects {
   lru: LRUCache<string, NonNullable<unknown>>;
   map: Map<string, unknown>;
   near: ShardCache;
+  defaults: ShardCache;
   shared: ShardCache;
 }
 
@@ -148,7 +200,7 @@ interface Subjects {
  * stays monomorphic, as it would be in a service.
  */
 function makeTasks(s: Subjects): Task[] {
-  const { keys, missKeys, uniform, zipf, pool, encoded, lru, map, near, shared } = s;
+  const { keys, missKeys, uniform, zipf, pool, encoded, lru, map, near, defaults, shared } = s;
   const tasks: Task[] = [];
   const add = (group: string, subject: string, fn: () => unknown, after?: () => Promise<void>) => tasks.push({ group, subject, fn, after });
 
@@ -166,6 +218,26 @@ function makeTasks(s: Subjects): Task[] {
       consume(n);
     });
     add(GROUPS.nearZipf, 'Map', () => {
+      let n = 0;
+      for (let i = 0; i < BATCH; i++) if (map.get(c.next()) !== undefined) n++;
+      consume(n);
+    });
+  }
+
+  // get hit with default options (near cache sized from maxBytes), Zipf
+  {
+    const a = new KeyCursor(keys, zipf), b = new KeyCursor(keys, zipf), c = new KeyCursor(keys, zipf);
+    add(GROUPS.defaultZipf, 'shardcache', () => {
+      let n = 0;
+      for (let i = 0; i < BATCH; i++) if (defaults.get(a.next()) !== undefined) n++;
+      consume(n);
+    });
+    add(GROUPS.defaultZipf, 'lru-cache', () => {
+      let n = 0;
+      for (let i = 0; i < BATCH; i++) if (lru.get(b.next()) !== undefined) n++;
+      consume(n);
+    });
+    add(GROUPS.defaultZipf, 'Map', () => {
       let n = 0;
       for (let i = 0; i < BATCH; i++) if (map.get(c.next()) !== undefined) n++;
       consume(n);
@@ -193,8 +265,7 @@ function makeTasks(s: Subjects): Task[] {
     add(GROUPS.sharedUniform, 'msgpackr unpack', () => {
       let n = 0;
       for (let i = 0; i < BATCH; i++) {
-        const bytes = encoded[d.nextIndex() & POOL_MASK]!;
-        if (decodeRange(bytes, 0, bytes.length) !== undefined) n++;
+        if (unpack(encoded[d.nextIndex() & POOL_MASK]!) !== undefined) n++;
       }
       consume(n);
     });

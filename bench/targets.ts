@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { median } from './measure.js';
 import { MEMORY_GROUP } from './memory.js';
-import { GROUPS } from './ops.js';
+import { CAPACITY_GROUP, GROUPS } from './ops.js';
 import type { Row, ScenarioResult, TargetResult } from './report.js';
 import { scalingGroup } from './scaling.js';
 import { VALUE_LABEL } from './values.js';
@@ -24,9 +24,12 @@ export function evaluateTargets(scenarios: ScenarioResult[]): TargetResult[] {
   const ops = (group: string, subject: string) => find('ops', (r) => r.group === group && r.subject === subject && r.params.value === object);
 
   add('get hit, near cache warm (Zipf)', 'shardcache / lru-cache, ops/s, ~100 B object', '>=', 0.9, ops(GROUPS.nearZipf, 'shardcache')?.vsBaseline.opsPerSec);
-  add('get hit from shared memory (nearCache 0, uniform)', 'shardcache / lru-cache, ops/s, ~100 B object', '>=', 0.4, ops(GROUPS.sharedUniform, 'shardcache')?.vsBaseline.opsPerSec);
-  add('get hit from shared memory vs decode alone', 'shardcache / msgpackr unpack of the same bytes', '>=', 0.8, perRunRatio(ops(GROUPS.sharedUniform, 'shardcache'), ops(GROUPS.sharedUniform, 'msgpackr unpack'), 'opsPerSec'));
-  add('set (encode, until settled)', 'shardcache / lru-cache set, ops/s, ~100 B object', '>=', 0.45, ops(GROUPS.set, 'shardcache')?.vsBaseline.opsPerSec);
+  add('get hit, default options (Zipf 0.99)', 'shardcache / lru-cache, ops/s, ~100 B object', '>=', 0.5, ops(GROUPS.defaultZipf, 'shardcache')?.vsBaseline.opsPerSec);
+  add('get hit from shared memory (nearCache 0, uniform)', 'shardcache / lru-cache, ops/s, ~100 B object', '>=', 0.25, ops(GROUPS.sharedUniform, 'shardcache')?.vsBaseline.opsPerSec);
+  add('get hit from shared memory vs decode alone', "shardcache / msgpackr's default unpack of the same value", '>=', 1.0, perRunRatio(ops(GROUPS.sharedUniform, 'shardcache'), ops(GROUPS.sharedUniform, 'msgpackr unpack'), 'opsPerSec'));
+  add('set (encode, until settled)', 'shardcache / lru-cache set, ops/s, ~100 B object', '>=', 0.4, ops(GROUPS.set, 'shardcache')?.vsBaseline.opsPerSec);
+  // 405k: what a 64 MiB cache held of this object before shared structures and one-byte keys (165 B each).
+  add('entries of the object a 64 MiB cache holds', 'entries / 405k (the figure before)', '>=', 1.5, median(ops(CAPACITY_GROUP, 'shardcache')?.runs.map((r) => r.entries!) ?? []) / 405_000 || undefined);
 
   const scaling = scenarios.find((s) => s.name === 'scaling' && s.status === 'ok');
   if (scaling) {
@@ -39,7 +42,7 @@ export function evaluateTargets(scenarios: ScenarioResult[]): TargetResult[] {
 
   const memory = find('memory', (r) => r.group === MEMORY_GROUP && r.subject === 'shardcache');
   add('memory: main-thread heap used', 'shardcache / lru-cache heap used (after the load)', '<=', 0.1, memory?.vsBaseline.heapUsedAfterLoadBytes);
-  add('memory: event-loop delay p99 under load', 'shardcache / lru-cache ELD p99', '<=', 0.5, memory?.vsBaseline.eldP99Ms);
+  add('memory: event-loop delay p99 under load', 'shardcache / lru-cache ELD p99', '<=', 1.0, memory?.vsBaseline.eldP99Ms);
   return targets;
 }
 
