@@ -240,19 +240,20 @@ export class RingProducer extends Ring {
  * (the owner consumed more) or `ms` pass. The owner notifies R_TAIL after each
  * batch when R_WAITERS says someone waits; the timeout is the safety net.
  *
- * A pending Atomics.waitAsync does not keep a Node process alive: a thread
- * whose only work left is this wait would exit (or, on the main thread, let
- * the process exit) with the promise never settled. The timer, a little longer
- * than the wait, keeps the event loop alive until the wait is over.
+ * A pending Atomics.waitAsync does not keep a Node process alive (nor does
+ * its timeout, an unref'd task): a thread whose only work left is this wait
+ * would exit (or, on the main thread, let the process exit) with the promise
+ * never settled. The interval keeps the event loop alive until the wait is
+ * over, however late a loaded machine runs the wait's own timeout.
  */
 export async function waitForTail(ring: Ring, tail: number, ms: number): Promise<void> {
   Atomics.add(ring.i32, R_WAITERS, 1);
   const result = Atomics.waitAsync(ring.i32, R_TAIL, tail, ms);
-  const keepAlive = setTimeout(() => {}, ms + 5);
+  const keepAlive = setInterval(() => {}, ms + 5);
   try {
     if (result.async) await result.value;
   } finally {
-    clearTimeout(keepAlive);
+    clearInterval(keepAlive);
     Atomics.sub(ring.i32, R_WAITERS, 1);
   }
 }
