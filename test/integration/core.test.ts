@@ -5,8 +5,10 @@
 import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_KEY_LENGTH, ShardCache, ShardCacheError } from 'shardcache';
+import { KiB, MiB } from '../support/bytes.js';
+import { expectCode, expectRejectsCode } from '../support/expect-code.js';
 import { collidingKeys, keyWithRawHash } from '../support/keys.js';
-import { KiB, MiB, eventually, expectCode, expectRejectsCode } from './helpers.js';
+import { waitFor } from '../support/poll.js';
 
 describe('ShardCache.create and options', () => {
   it('starts with the documented defaults', async () => {
@@ -385,7 +387,7 @@ describe('TTL', () => {
     expect(cache.get('ttl:a')).toEqual({ v: 1 });
     await cache.settled();
     expect(reader.get('ttl:a')).toEqual({ v: 1 }); // now in the reader's near cache
-    await eventually('ttl:a to expire', () => !cache.has('ttl:a'), 2_000);
+    await waitFor('ttl:a to expire', () => !cache.has('ttl:a'), 2_000);
     expect(cache.get('ttl:a')).toBeUndefined();
     expect(reader.has('ttl:a')).toBe(false);
     expect(reader.get('ttl:a')).toBeUndefined(); // the near cache honours the expiry
@@ -395,7 +397,7 @@ describe('TTL', () => {
 
   it('an expired pending write is not returned either', async () => {
     cache.set('ttl:pending', 1, { ttlMs: 30 });
-    await eventually('ttl:pending to expire', () => !cache.has('ttl:pending'), 2_000);
+    await waitFor('ttl:pending to expire', () => !cache.has('ttl:pending'), 2_000);
     expect(cache.get('ttl:pending')).toBeUndefined();
   });
 
@@ -409,7 +411,7 @@ describe('TTL', () => {
       withDefault.setMany([['many-never', 1]], { ttlMs: 0 });
       withDefault.set('reset', 1);
       withDefault.set('reset', 2, { ttlMs: 0 });
-      await eventually('the default TTL to expire', () => !withDefault.has('default') && !withDefault.has('many-default'), 2_000);
+      await waitFor('the default TTL to expire', () => !withDefault.has('default') && !withDefault.has('many-default'), 2_000);
       expect(withDefault.get('never')).toBe(1);
       expect(withDefault.get('longer')).toBe(1);
       expect(withDefault.get('many-never')).toBe(1);
@@ -422,7 +424,7 @@ describe('TTL', () => {
   it('setMany with ttlMs expires every entry', async () => {
     cache.setMany([['ttl:m1', 1], ['ttl:m2', 2]], { ttlMs: 30 });
     expect(cache.getMany(['ttl:m1', 'ttl:m2'])).toEqual([1, 2]);
-    await eventually('setMany entries to expire', () => !cache.has('ttl:m1') && !cache.has('ttl:m2'), 2_000);
+    await waitFor('setMany entries to expire', () => !cache.has('ttl:m1') && !cache.has('ttl:m2'), 2_000);
   });
 
   it('the owner removes expired entries: expirations counts them and size drops', async () => {
@@ -432,7 +434,7 @@ describe('TTL', () => {
     const sizeWithThem = cache.size;
     expect(sizeWithThem).toBeGreaterThanOrEqual(50);
     // The idle owner sweeps about once a second.
-    await eventually('the owner to sweep expired entries', () => cache.stats().expirations >= before + 50, 5_000);
+    await waitFor('the owner to sweep expired entries', () => cache.stats().expirations >= before + 50, 5_000);
     expect(cache.size).toBeLessThanOrEqual(sizeWithThem - 50);
   });
 

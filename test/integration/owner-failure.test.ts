@@ -4,7 +4,11 @@
 // readers never fail meanwhile.
 import { describe, expect, it } from 'vitest';
 import { ShardCache } from 'shardcache';
-import { AttachedWorker, MiB, eventually, turn, within } from './helpers.js';
+import { MiB } from '../support/bytes.js';
+import { within } from '../support/deadline.js';
+import { turn } from '../support/event-loop.js';
+import { waitFor } from '../support/poll.js';
+import { AttachedWorker } from '../support/worker-threads.js';
 
 type Versioned = { key: string; version: number; pad: string };
 
@@ -124,7 +128,7 @@ describe('owner failure', () => {
       );
       const progress = async (more: number) => {
         const target = Atomics.load(control, 1) + more;
-        await eventually(`the worker to make ${more} more writes`, () => Atomics.load(control, 1) >= target, 15_000);
+        await waitFor(`the worker to make ${more} more writes`, () => Atomics.load(control, 1) >= target, 15_000);
       };
       await progress(2_000);
       for (const shard of [0, 1, 0, 1]) {

@@ -5,8 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Piscina } from 'piscina';
 import { ShardCache } from 'shardcache';
+import { MiB } from '../support/bytes.js';
+import { turn } from '../support/event-loop.js';
+import { expectRejectsCode } from '../support/expect-code.js';
+import { AttachedWorker } from '../support/worker-threads.js';
 import { Checker, burst, random32, valueOf } from './fixtures/stress-check.mjs';
-import { AttachedWorker, MiB, expectRejectsCode, turn } from './helpers.js';
 
 type Described = { value: unknown; type: string };
 
