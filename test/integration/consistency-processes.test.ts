@@ -7,8 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ShardCache } from 'shardcache';
 import { Redis } from 'ioredis';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
 import { waitUntil } from '../support/poll.js';
+import { redisCli } from '../support/redis-cli.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/consistency-proc.mjs', import.meta.url));
 

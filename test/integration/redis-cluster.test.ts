@@ -4,9 +4,12 @@ import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ShardCache } from 'shardcache';
+import { Cleanup } from '../support/cleanup.js';
 import { redisCli } from '../support/redis-cli.js';
+import { quit } from '../support/redis-client.js';
 import { startCluster, type RedisCluster } from '../support/redis-cluster.js';
-import { Cleanup, commandCalls, dbsize, decode, quit, resetStats } from './redis-helpers.js';
+import { decode } from '../support/redis-format.js';
+import { commandCalls, dbsize, resetStats } from '../support/redis-stats.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 

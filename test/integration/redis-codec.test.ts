@@ -6,8 +6,11 @@
 import { decode as decodeMsgpack, encode as encodeMsgpack } from '@msgpack/msgpack';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ShardCache, ShardCacheError, type ShardCacheOptions } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import { Cleanup, quit, redisClient, workerPool } from './redis-helpers.js';
+import { Cleanup } from '../support/cleanup.js';
+import { redisCli } from '../support/redis-cli.js';
+import { quit, redisClient } from '../support/redis-client.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 const NO_TIMER = { flushIntervalMs: 60_000 };
@@ -159,7 +162,7 @@ describe('Redis codecs', () => {
     const { cache, client } = await cacheWith(codec);
     await client.set('app:seeded', 'v1:{"from":"elsewhere"}');
     await client.set('app:unframed', '{"from":"elsewhere"}');
-    const pool = workerPool(2);
+    const pool = piscinaPool('cache-worker.mjs', 2);
     cleanup.add(() => pool.destroy());
     const fetched = (await pool.run({ job: 'fetch', handle: cache.handle, key: 'seeded', callers: 3 })) as { values: unknown[] };
     expect(fetched.values).toEqual(Array(3).fill({ from: 'elsewhere' }));

@@ -3,10 +3,16 @@
 // Redis refuses, and hostile bytes under the cache's prefix.
 import { afterEach, describe, expect, it } from 'vitest';
 import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, dbsize, encode, prng, quit, readRedis, redisClient, waitFor, workerPool, yieldToLoop,
-} from './redis-helpers.js';
+import { Cleanup } from '../support/cleanup.js';
+import { turn } from '../support/event-loop.js';
+import { waitFor } from '../support/poll.js';
+import { prng } from '../support/prng.js';
+import { redisCli } from '../support/redis-cli.js';
+import { quit, redisClient } from '../support/redis-client.js';
+import { encode, readRedis } from '../support/redis-format.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { dbsize } from '../support/redis-stats.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 const SHARDS = 2;
@@ -85,7 +91,7 @@ describe('Redis tier failures', () => {
         last.set(key, value);
       }
       calls++;
-      if (i % 1000 === 999) await yieldToLoop();
+      if (i % 1000 === 999) await turn();
     }
     await restarting;
     await cache.flush({ timeoutMs: 90_000 });
@@ -126,7 +132,7 @@ describe('Redis tier failures', () => {
       const stats = cache.stats();
       expect(stats.redis!.pending + stats.redis!.flushed + stats.redis!.failed).toBe(accepted);
       maxEntries = Math.max(maxEntries, stats.entries);
-      if (i % 100 === 0) await yieldToLoop(); // the flusher runs (and finds Redis frozen)
+      if (i % 100 === 0) await turn(); // the flusher runs (and finds Redis frozen)
     }
     expect(refusal).toBeInstanceOf(ShardCacheError);
     expect((refusal as ShardCacheError).code).toBe('ERR_BACKPRESSURE');
@@ -161,7 +167,7 @@ describe('Redis tier failures', () => {
       backpressureTimeoutMs: 20_000,
       writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING },
     });
-    const pool = workerPool(2);
+    const pool = piscinaPool('cache-worker.mjs', 2);
     cleanup.add(() => pool.destroy());
     const thaw = await freeze(redis);
     const ops = (thread: string) => Array.from({ length: 1_500 }, (_, i) => ({ key: `${thread}:${i}`, value: i }));

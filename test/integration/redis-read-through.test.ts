@@ -3,10 +3,16 @@
 // value read from Redis meets local writes made while it was in flight.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ShardCache } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, commandCalls, encode, quit, readRedis, redisClient, resetStats, resp, startTap, waitFor, workerPool,
-} from './redis-helpers.js';
+import { Cleanup } from '../support/cleanup.js';
+import { waitFor } from '../support/poll.js';
+import { redisCli } from '../support/redis-cli.js';
+import { quit, redisClient } from '../support/redis-client.js';
+import { encode, readRedis } from '../support/redis-format.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { commandCalls, resetStats } from '../support/redis-stats.js';
+import { resp } from '../support/resp.js';
+import { startTap } from '../support/tcp-tap.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 const NO_TIMER = { flushIntervalMs: 60_000 };
@@ -60,7 +66,7 @@ describe('Redis read-through', () => {
     cleanup.add(() => quit(seeder));
     const hot = { id: 'hot', items: [1, 2, 3], at: new Date(1_700_000_000_000) };
     await seeder.set('app:hot', encode(hot));
-    const pool = workerPool(1);
+    const pool = piscinaPool('cache-worker.mjs', 1);
     cleanup.add(() => pool.destroy());
     await resetStats(redis.port);
     const getHot = resp('get', 'app:hot');

@@ -1,9 +1,13 @@
 // The Redis tier through a real twemproxy (nutcracker) in front of two redis-servers.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
+import { Cleanup } from '../support/cleanup.js';
+import { redisCli } from '../support/redis-cli.js';
+import { TWEMPROXY_CLIENT_OPTIONS, quit, redisClient } from '../support/redis-client.js';
+import { decode } from '../support/redis-format.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { commandCalls, dbsize, resetStats } from '../support/redis-stats.js';
 import { startTwemproxy, type Twemproxy } from '../support/twemproxy.js';
-import { Cleanup, commandCalls, dbsize, decode, quit, resetStats, twemproxyClient } from './redis-helpers.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 
@@ -26,7 +30,7 @@ describe('Redis tier through twemproxy', () => {
   afterEach(() => cleanup.run());
 
   async function cacheThroughProxy(writeBehind: false | Record<string, number>) {
-    const client = twemproxyClient(proxy.port);
+    const client = redisClient(proxy.port, TWEMPROXY_CLIENT_OPTIONS);
     cleanup.add(() => quit(client));
     const cache = await ShardCache.create({
       shards: 2,

@@ -3,11 +3,17 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { encode as encodeMsgpack } from '@msgpack/msgpack';
 import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, commandCalls, dbsize, decode, encode, prng, quit, randomValue, readRedis, redisClient, resetStats, waitFor,
-  workerPool, yieldToLoop,
-} from './redis-helpers.js';
+import { Cleanup } from '../support/cleanup.js';
+import { turn } from '../support/event-loop.js';
+import { waitFor } from '../support/poll.js';
+import { prng } from '../support/prng.js';
+import { randomValue } from '../support/random-value.js';
+import { redisCli } from '../support/redis-cli.js';
+import { quit, redisClient } from '../support/redis-client.js';
+import { decode, readRedis } from '../support/redis-format.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { commandCalls, dbsize, resetStats } from '../support/redis-stats.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
 const MAX_BYTES = 16 * 1024 * 1024;
 /** Long enough that only flush() (or close()) starts a flush: makes command counts exact. */
@@ -126,7 +132,7 @@ describe('Redis write-behind', () => {
         calls += entries.length;
       }
       // Let flushes run while writes keep coming, so batches cut sequences anywhere.
-      if (n % 400 === 399) await yieldToLoop();
+      if (n % 400 === 399) await turn();
       if (n % 5000 === 4999) {
         await cache.flush();
         expect(await readRedis(client, 'app:', keys)).toEqual(model);
@@ -294,7 +300,7 @@ describe('Redis write-behind', () => {
 
   it('flushes writes made on piscina worker threads when the worker awaits flush()', async () => {
     const { cache, client } = await cacheOn({ writeBehind: NO_TIMER });
-    const pool = workerPool(2);
+    const pool = piscinaPool('cache-worker.mjs', 2);
     cleanup.add(() => pool.destroy());
     const task = (thread: string) => ({
       job: 'write',

@@ -1,8 +1,9 @@
 // Proves the integration-test helpers start, control and clean up real servers.
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePorts } from '../support/free-port.js';
-import { redisCli, startRedis } from '../support/redis-server.js';
+import { redisCli } from '../support/redis-cli.js';
 import { startCluster } from '../support/redis-cluster.js';
+import { startRedis } from '../support/redis-server.js';
 import { ping } from '../support/resp.js';
 import { startTwemproxy } from '../support/twemproxy.js';
 

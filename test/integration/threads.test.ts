@@ -3,12 +3,12 @@
 // thread and two piscina workers read and write the same few keys at once,
 // and checks every value read is one that key could legally hold.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { ShardCache } from 'shardcache';
 import { MiB } from '../support/bytes.js';
 import { turn } from '../support/event-loop.js';
 import { expectRejectsCode } from '../support/expect-code.js';
-import { AttachedWorker } from '../support/worker-threads.js';
+import { AttachedWorker, piscinaPool } from '../support/worker-threads.js';
 import { Checker, burst, random32, valueOf } from './fixtures/stress-check.mjs';
 
 type Described = { value: unknown; type: string };
@@ -148,11 +148,7 @@ describe('a piscina pool of 2 workers', () => {
 
   beforeAll(async () => {
     cache = await ShardCache.create({ shards: 2, maxBytes: 16 * MiB });
-    pool = new Piscina({
-      filename: new URL('./fixtures/piscina-task.mjs', import.meta.url).href,
-      minThreads: 2,
-      maxThreads: 2,
-    });
+    pool = piscinaPool('piscina-task.mjs', 2);
   });
 
   afterAll(async () => {

@@ -8,8 +8,6 @@ import { isRunning, kill9, spawnTracked, terminate } from './processes.js';
 import { ping } from './resp.js';
 import { makeTempDir } from './tmp.js';
 
-export { redisCli } from './redis-cli.js';
-
 export interface StartRedisOptions {
   /** Fixed port; by default a free one is picked (and re-picked if it was stolen). */
   port?: number;

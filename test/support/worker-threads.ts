@@ -1,7 +1,8 @@
 // The main thread's side of the fixtures that run in worker threads
 // (test/integration/fixtures/): a plain worker attached to a cache and driven
-// by requests.
+// by requests, and piscina pools whose tasks attach by the handle they carry.
 import { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import type { CacheHandle } from 'shardcache';
 import { within } from './deadline.js';
 
@@ -56,4 +57,13 @@ export class AttachedWorker {
   async stop(): Promise<void> {
     await this.worker.terminate();
   }
+}
+
+/**
+ * A piscina pool of `threads` threads running a task module of fixtures/:
+ * 'cache-worker.mjs' (one attach per task: write or fetch, for the Redis
+ * tier) or 'piscina-task.mjs' (one attach per thread: the thread tests).
+ */
+export function piscinaPool(task: 'cache-worker.mjs' | 'piscina-task.mjs', threads: number): Piscina {
+  return new Piscina({ filename: new URL(task, FIXTURES).href, minThreads: threads, maxThreads: threads });
 }
