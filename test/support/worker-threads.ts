@@ -4,6 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { CacheHandle } from 'shardcache';
+import type { Cleanup } from './cleanup.js';
 import { within } from './deadline.js';
 
 const FIXTURES = new URL('../integration/fixtures/', import.meta.url);
@@ -38,10 +39,11 @@ export class AttachedWorker {
     });
   }
 
-  /** Starts a worker attached to the cache of `handle`. */
-  static async start(handle: CacheHandle): Promise<AttachedWorker> {
+  /** Starts a worker attached to the cache of `handle`; `cleanup`, when given, stops it. */
+  static async start(handle: CacheHandle, cleanup?: Cleanup): Promise<AttachedWorker> {
     const worker = new Worker(new URL('attach-worker.mjs', FIXTURES), { workerData: { handle } });
     const client = new AttachedWorker(worker);
+    cleanup?.add(() => client.stop());
     await within(15_000, 'the attach worker', client.ready);
     return client;
   }
@@ -63,7 +65,10 @@ export class AttachedWorker {
  * A piscina pool of `threads` threads running a task module of fixtures/:
  * 'cache-worker.mjs' (one attach per task: write or fetch, for the Redis
  * tier) or 'piscina-task.mjs' (one attach per thread: the thread tests).
+ * `cleanup`, when given, destroys it.
  */
-export function piscinaPool(task: 'cache-worker.mjs' | 'piscina-task.mjs', threads: number): Piscina {
-  return new Piscina({ filename: new URL(task, FIXTURES).href, minThreads: threads, maxThreads: threads });
+export function piscinaPool(task: 'cache-worker.mjs' | 'piscina-task.mjs', threads: number, cleanup?: Cleanup): Piscina {
+  const pool = new Piscina({ filename: new URL(task, FIXTURES).href, minThreads: threads, maxThreads: threads });
+  cleanup?.add(() => pool.destroy());
+  return pool;
 }
