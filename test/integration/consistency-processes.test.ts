@@ -3,13 +3,11 @@
 // an attached worker thread as well.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ShardCache } from 'shardcache';
-import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
 import { waitUntil } from '../support/poll.js';
 import { isStopped, sendStopSignal } from '../support/processes.js';
 import { redisCli } from '../support/redis-cli.js';
-import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { redisFixture } from '../support/redis-fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/consistency-proc.mjs', import.meta.url));
 
@@ -90,32 +88,18 @@ function percentile(sorted: number[], p: number): number {
 }
 
 describe('consistency across processes sharing one Redis', () => {
-  let redis: RedisServer;
+  const redis = redisFixture();
   let prefixN = 0;
   const prefix = () => `cons${++prefixN}:`;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
 
   afterEach(async () => {
     await Promise.allSettled([...children].map((c) => c.close()));
   });
 
-  afterAll(async () => {
-    await redis?.stop();
-  });
-
   /** The value of `key` as a fresh process-less reader sees it in Redis. */
   async function readFresh(keyPrefix: string, key: string): Promise<unknown> {
-    const client = new Redis(redis.port, '127.0.0.1');
-    const reader = await ShardCache.create({ shards: 1, redis: { client, keyPrefix, writeBehind: false, invalidation: false } });
-    try {
-      return await reader.fetch(key);
-    } finally {
-      await reader.close();
-      await client.quit();
-    }
+    const { cache: reader } = await redis.cacheOn({ shards: 1, redis: { keyPrefix, writeBehind: false, invalidation: false } });
+    return reader.fetch(key);
   }
 
   it('update from 3 processes x 2 threads, 100 rounds each, ends at exactly 600 in Redis', async () => {
