@@ -518,7 +518,7 @@ describe('stats', () => {
 describe('close', () => {
   it('applies queued writes, then every call throws ERR_CLOSED; close is idempotent', async () => {
     const cache = await testCache({ shards: 2, maxBytes: 4 * MiB });
-    const reader = await ShardCache.attach(cache.handle);
+    const reader = await testAttach(cache.handle);
     for (let i = 0; i < 2000; i++) cache.set(`c${i}`, i);
     await cache.close();
     // Reads of the shared memory still work on the attached reader: the writes were applied first.

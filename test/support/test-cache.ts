@@ -1,6 +1,7 @@
-// The one place tests build a cache (and attach more instances to it). Tests
-// whose subject is ShardCache.create or ShardCache.attach itself (defaults,
-// option validation, `await using`, handles) call those directly.
+// The one place tests build a cache (and attach more instances to it).
+// ShardCache.create and ShardCache.attach are called directly only where they
+// are the subject: the documented defaults, option validation, attaching a
+// handle (a clone, a closed cache's, a replaced owner's).
 import { ShardCache, type CacheHandle, type ShardCacheOptions } from 'shardcache';
 import { MiB } from './bytes.js';
 import type { Cleanup } from './cleanup.js';
@@ -16,12 +17,12 @@ export async function testCache(options: ShardCacheOptions = {}, cleanup?: Clean
 }
 
 /**
- * Another instance attached to the cache of `handle`, on this thread, closed by
- * `cleanup`. It has no pending writes of its own, so it reads what the owners
- * applied, as another thread would.
+ * Another instance attached to the cache of `handle`, on this thread; closed by
+ * `cleanup` when one is given. It has no pending writes of its own, so it reads
+ * what the owners applied, as another thread would.
  */
-export async function testAttach(handle: CacheHandle, cleanup: Cleanup): Promise<ShardCache> {
+export async function testAttach(handle: CacheHandle, cleanup?: Cleanup): Promise<ShardCache> {
   const cache = await ShardCache.attach(handle);
-  cleanup.add(() => cache.close());
+  cleanup?.add(() => cache.close());
   return cache;
 }
