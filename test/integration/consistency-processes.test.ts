@@ -2,13 +2,12 @@
 // (fixtures/consistency-proc.mjs, forked) has its own ShardCache, and some run
 // an attached worker thread as well.
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ShardCache } from 'shardcache';
-import { Redis } from 'ioredis';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { waitUntil } from '../support/poll.js';
+import { isStopped, sendStopSignal } from '../support/processes.js';
+import { redisCli } from '../support/redis-cli.js';
+import { redisFixture } from '../support/redis-fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/consistency-proc.mjs', import.meta.url));
 
@@ -84,43 +83,23 @@ class Child {
 
 const children = new Set<Child>();
 
-/** Linux process state from /proc: 'T' = stopped by a signal. */
-function isStopped(pid: number): boolean {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
-}
-
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 describe('consistency across processes sharing one Redis', () => {
-  let redis: RedisServer;
+  const redis = redisFixture();
   let prefixN = 0;
   const prefix = () => `cons${++prefixN}:`;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
 
   afterEach(async () => {
     await Promise.allSettled([...children].map((c) => c.close()));
   });
 
-  afterAll(async () => {
-    await redis?.stop();
-  });
-
   /** The value of `key` as a fresh process-less reader sees it in Redis. */
   async function readFresh(keyPrefix: string, key: string): Promise<unknown> {
-    const client = new Redis(redis.port, '127.0.0.1');
-    const reader = await ShardCache.create({ shards: 1, redis: { client, keyPrefix, writeBehind: false, invalidation: false } });
-    try {
-      return await reader.fetch(key);
-    } finally {
-      await reader.close();
-      await client.quit();
-    }
+    const { cache: reader } = await redis.cacheOn({ shards: 1, redis: { keyPrefix, writeBehind: false, invalidation: false } });
+    return reader.fetch(key);
   }
 
   it('update from 3 processes x 2 threads, 100 rounds each, ends at exactly 600 in Redis', async () => {
@@ -160,9 +139,8 @@ describe('consistency across processes sharing one Redis', () => {
     const [a, b] = await Promise.all([0, 1].map(() => Child.start({ url: redis.url, keyPrefix })));
     const first = await a!.run<Tried>({ op: 'tryLock', key: 'job', ttlMs: 500, waitMs: 1_000, name: 'job' });
     expect(first.ok).toBe(true);
-    process.kill(a!.pid, 'SIGSTOP');
     try {
-      await waitUntil('child A to be stopped', async () => isStopped(a!.pid), { timeoutMs: 5_000, intervalMs: 5 });
+      await sendStopSignal(a!.pid, 'SIGSTOP');
       const second = await b!.run<Tried>({ op: 'tryLock', key: 'job', ttlMs: 10_000, waitMs: 5_000, name: 'job' });
       expect(second.ok).toBe(true);
       expect(second.fence).toBeGreaterThan(first.fence!);

@@ -3,10 +3,17 @@
 // this thread: it has no pending writes of its own, so it reads what the
 // owners applied, as another thread would.
 import os from 'node:os';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { MAX_KEY_LENGTH, ShardCache, ShardCacheError } from 'shardcache';
+import { KiB, MiB } from '../support/bytes.js';
+import { cleanupAfterAll, cleanupAfterEach } from '../support/cleanup.js';
+import { turn } from '../support/event-loop.js';
+import { expectCode, expectRejectsCode } from '../support/expect-code.js';
 import { collidingKeys, keyWithRawHash } from '../support/keys.js';
-import { KiB, MiB, eventually, expectCode, expectRejectsCode } from './helpers.js';
+import { waitFor } from '../support/poll.js';
+import { testAttach, testCache } from '../support/test-cache.js';
+
+const cleanup = cleanupAfterEach();
 
 describe('ShardCache.create and options', () => {
   it('starts with the documented defaults', async () => {
@@ -46,15 +53,11 @@ describe('ShardCache.create and options', () => {
 describe('ShardCache operations', () => {
   let cache: ShardCache;
   let reader: ShardCache;
+  const suiteCleanup = cleanupAfterAll();
 
   beforeAll(async () => {
-    cache = await ShardCache.create({ shards: 2, maxBytes: 8 * MiB });
-    reader = await ShardCache.attach(structuredClone(cache.handle));
-  });
-
-  afterAll(async () => {
-    await reader?.close();
-    await cache?.close();
+    cache = await testCache({ shards: 2, maxBytes: 8 * MiB }, suiteCleanup);
+    reader = await testAttach(structuredClone(cache.handle), suiteCleanup);
   });
 
   it('get, has, set and delete', async () => {
@@ -248,19 +251,15 @@ describe('ShardCache operations', () => {
     });
 
     it('without a near cache, every get returns a fresh, unfrozen copy', async () => {
-      const noNear = await ShardCache.create({ shards: 1, maxBytes: 1 * MiB, nearCache: 0 });
-      try {
-        noNear.set('k', { a: 1, inner: [1] });
-        await noNear.settled();
-        const v = noNear.get('k') as { a: number; inner: number[] };
-        expect(Object.isFrozen(v)).toBe(false);
-        v.a = 99;
-        v.inner.push(2);
-        expect(noNear.get('k')).toEqual({ a: 1, inner: [1] });
-        expect(noNear.get('k')).not.toBe(noNear.get('k'));
-      } finally {
-        await noNear.close();
-      }
+      const noNear = await testCache({ shards: 1, maxBytes: 1 * MiB, nearCache: 0 }, cleanup);
+      noNear.set('k', { a: 1, inner: [1] });
+      await noNear.settled();
+      const v = noNear.get('k') as { a: number; inner: number[] };
+      expect(Object.isFrozen(v)).toBe(false);
+      v.a = 99;
+      v.inner.push(2);
+      expect(noNear.get('k')).toEqual({ a: 1, inner: [1] });
+      expect(noNear.get('k')).not.toBe(noNear.get('k'));
     });
 
     it('Maps, Sets, Dates and Buffers are fresh copies: changing one changes nothing stored', async () => {
@@ -327,55 +326,46 @@ describe('ShardCache operations', () => {
 
 describe('clear and size', () => {
   it('size counts entries once applied; clear removes everything, for every reader', async () => {
-    const cache = await ShardCache.create({ shards: 2, maxBytes: 4 * MiB });
-    const reader = await ShardCache.attach(cache.handle);
-    try {
-      for (let i = 0; i < 1000; i++) cache.set(`k${i}`, i);
-      for (let i = 0; i < 100; i++) cache.set(`k${i}`, -i); // overwrites do not add entries
-      for (let i = 900; i < 1000; i++) cache.delete(`k${i}`);
-      await cache.settled();
-      expect(cache.size).toBe(900);
-      expect(reader.size).toBe(900);
-      expect(reader.get('k5')).toBe(-5);
+    const cache = await testCache({ shards: 2, maxBytes: 4 * MiB }, cleanup);
+    const reader = await testAttach(cache.handle, cleanup);
+    for (let i = 0; i < 1000; i++) cache.set(`k${i}`, i);
+    for (let i = 0; i < 100; i++) cache.set(`k${i}`, -i); // overwrites do not add entries
+    for (let i = 900; i < 1000; i++) cache.delete(`k${i}`);
+    await cache.settled();
+    expect(cache.size).toBe(900);
+    expect(reader.size).toBe(900);
+    expect(reader.get('k5')).toBe(-5);
 
-      cache.set('pending', 1);
-      cache.clear(); // synchronous: applied by every owner when it returns
-      expect(cache.size).toBe(0);
-      expect(reader.size).toBe(0);
-      expect(cache.get('k5')).toBeUndefined();
-      expect(cache.get('pending')).toBeUndefined();
-      expect(reader.get('k5')).toBeUndefined(); // including the reader's near cache
-      expect(cache.stats().entries).toBe(0);
+    cache.set('pending', 1);
+    cache.clear(); // synchronous: applied by every owner when it returns
+    expect(cache.size).toBe(0);
+    expect(reader.size).toBe(0);
+    expect(cache.get('k5')).toBeUndefined();
+    expect(cache.get('pending')).toBeUndefined();
+    expect(reader.get('k5')).toBeUndefined(); // including the reader's near cache
+    expect(cache.stats().entries).toBe(0);
 
-      cache.set('after', 'clear');
-      expect(cache.get('after')).toBe('clear');
-      await cache.settled();
-      expect(reader.get('after')).toBe('clear');
-      expect(cache.size).toBe(1);
+    cache.set('after', 'clear');
+    expect(cache.get('after')).toBe('clear');
+    await cache.settled();
+    expect(reader.get('after')).toBe('clear');
+    expect(cache.size).toBe(1);
 
-      reader.clear(); // any thread may clear
-      expect(cache.get('after')).toBeUndefined();
-      expect(cache.size).toBe(0);
-    } finally {
-      await reader.close();
-      await cache.close();
-    }
+    reader.clear(); // any thread may clear
+    expect(cache.get('after')).toBeUndefined();
+    expect(cache.size).toBe(0);
   });
 });
 
 describe('TTL', () => {
   let cache: ShardCache;
   let reader: ShardCache;
+  const suiteCleanup = cleanupAfterAll();
 
   beforeAll(async () => {
     // One small shard, so the owner's idle sweep covers the whole index at once.
-    cache = await ShardCache.create({ shards: 1, maxBytes: 512 * KiB });
-    reader = await ShardCache.attach(cache.handle);
-  });
-
-  afterAll(async () => {
-    await reader?.close();
-    await cache?.close();
+    cache = await testCache({ shards: 1, maxBytes: 512 * KiB }, suiteCleanup);
+    reader = await testAttach(cache.handle, suiteCleanup);
   });
 
   it('an expired entry is never returned and has() is false, on any reader', async () => {
@@ -385,7 +375,7 @@ describe('TTL', () => {
     expect(cache.get('ttl:a')).toEqual({ v: 1 });
     await cache.settled();
     expect(reader.get('ttl:a')).toEqual({ v: 1 }); // now in the reader's near cache
-    await eventually('ttl:a to expire', () => !cache.has('ttl:a'), 2_000);
+    await waitFor('ttl:a to expire', () => !cache.has('ttl:a'), 2_000);
     expect(cache.get('ttl:a')).toBeUndefined();
     expect(reader.has('ttl:a')).toBe(false);
     expect(reader.get('ttl:a')).toBeUndefined(); // the near cache honours the expiry
@@ -395,34 +385,30 @@ describe('TTL', () => {
 
   it('an expired pending write is not returned either', async () => {
     cache.set('ttl:pending', 1, { ttlMs: 30 });
-    await eventually('ttl:pending to expire', () => !cache.has('ttl:pending'), 2_000);
+    await waitFor('ttl:pending to expire', () => !cache.has('ttl:pending'), 2_000);
     expect(cache.get('ttl:pending')).toBeUndefined();
   });
 
   it('the cache default applies, ttlMs: 0 means never, and an overwrite resets the expiry', async () => {
-    const withDefault = await ShardCache.create({ shards: 1, maxBytes: 512 * KiB, ttlMs: 40 });
-    try {
-      withDefault.set('default', 1);
-      withDefault.set('never', 1, { ttlMs: 0 });
-      withDefault.set('longer', 1, { ttlMs: 60_000 });
-      withDefault.setMany([['many-default', 1]]);
-      withDefault.setMany([['many-never', 1]], { ttlMs: 0 });
-      withDefault.set('reset', 1);
-      withDefault.set('reset', 2, { ttlMs: 0 });
-      await eventually('the default TTL to expire', () => !withDefault.has('default') && !withDefault.has('many-default'), 2_000);
-      expect(withDefault.get('never')).toBe(1);
-      expect(withDefault.get('longer')).toBe(1);
-      expect(withDefault.get('many-never')).toBe(1);
-      expect(withDefault.get('reset')).toBe(2);
-    } finally {
-      await withDefault.close();
-    }
+    const withDefault = await testCache({ shards: 1, maxBytes: 512 * KiB, ttlMs: 40 }, cleanup);
+    withDefault.set('default', 1);
+    withDefault.set('never', 1, { ttlMs: 0 });
+    withDefault.set('longer', 1, { ttlMs: 60_000 });
+    withDefault.setMany([['many-default', 1]]);
+    withDefault.setMany([['many-never', 1]], { ttlMs: 0 });
+    withDefault.set('reset', 1);
+    withDefault.set('reset', 2, { ttlMs: 0 });
+    await waitFor('the default TTL to expire', () => !withDefault.has('default') && !withDefault.has('many-default'), 2_000);
+    expect(withDefault.get('never')).toBe(1);
+    expect(withDefault.get('longer')).toBe(1);
+    expect(withDefault.get('many-never')).toBe(1);
+    expect(withDefault.get('reset')).toBe(2);
   });
 
   it('setMany with ttlMs expires every entry', async () => {
     cache.setMany([['ttl:m1', 1], ['ttl:m2', 2]], { ttlMs: 30 });
     expect(cache.getMany(['ttl:m1', 'ttl:m2'])).toEqual([1, 2]);
-    await eventually('setMany entries to expire', () => !cache.has('ttl:m1') && !cache.has('ttl:m2'), 2_000);
+    await waitFor('setMany entries to expire', () => !cache.has('ttl:m1') && !cache.has('ttl:m2'), 2_000);
   });
 
   it('the owner removes expired entries: expirations counts them and size drops', async () => {
@@ -432,7 +418,7 @@ describe('TTL', () => {
     const sizeWithThem = cache.size;
     expect(sizeWithThem).toBeGreaterThanOrEqual(50);
     // The idle owner sweeps about once a second.
-    await eventually('the owner to sweep expired entries', () => cache.stats().expirations >= before + 50, 5_000);
+    await waitFor('the owner to sweep expired entries', () => cache.stats().expirations >= before + 50, 5_000);
     expect(cache.size).toBeLessThanOrEqual(sizeWithThem - 50);
   });
 
@@ -447,97 +433,82 @@ describe('TTL', () => {
 describe('memory bound and eviction', () => {
   it('stays within maxBytes while 10x the budget is inserted, and never returns another key\'s value', async () => {
     const maxBytes = 1 * MiB;
-    const cache = await ShardCache.create({ shards: 2, maxBytes });
-    const reader = await ShardCache.attach(cache.handle);
-    try {
-      const pad = 'x'.repeat(1000);
-      const count = Math.ceil((10 * maxBytes) / 1050);
-      for (let i = 0; i < count; i++) {
-        cache.set(`ev:${i}`, { key: `ev:${i}`, i, pad });
-        if (i % 500 === 0) {
-          await cache.settled();
-          const s = cache.stats();
-          expect(s.bytesUsed).toBeLessThanOrEqual(maxBytes);
-        }
+    const cache = await testCache({ shards: 2, maxBytes }, cleanup);
+    const reader = await testAttach(cache.handle, cleanup);
+    const pad = 'x'.repeat(1000);
+    const count = Math.ceil((10 * maxBytes) / 1050);
+    for (let i = 0; i < count; i++) {
+      cache.set(`ev:${i}`, { key: `ev:${i}`, i, pad });
+      if (i % 500 === 0) {
+        await cache.settled();
+        const s = cache.stats();
+        expect(s.bytesUsed).toBeLessThanOrEqual(maxBytes);
       }
-      await cache.settled();
-      const stats = cache.stats();
-      expect(stats.bytesUsed).toBeLessThanOrEqual(maxBytes);
-      expect(stats.maxBytes).toBe(maxBytes);
-      expect(stats.evictions).toBeGreaterThan(count / 2);
-      // Each key was set once and none deleted: what is missing was evicted, and counted.
-      expect(stats.sets).toBe(count);
-      expect(stats.entries).toBe(stats.sets - stats.evictions - stats.expirations);
-      expect(cache.size).toBe(stats.entries);
-      let present = 0;
-      for (const source of [cache, reader]) {
-        present = 0;
-        for (let i = 0; i < count; i++) {
-          const v = source.get(`ev:${i}`) as { key: string; i: number } | undefined;
-          if (v === undefined) continue;
-          present++;
-          if (v.key !== `ev:${i}` || v.i !== i) throw new Error(`ev:${i} returned ${v.key}#${v.i}`);
-        }
-        expect(present).toBe(stats.entries);
-      }
-      for (let i = count - 50; i < count; i++) expect(reader.has(`ev:${i}`)).toBe(true); // the newest survive
-    } finally {
-      await reader.close();
-      await cache.close();
     }
+    await cache.settled();
+    const stats = cache.stats();
+    expect(stats.bytesUsed).toBeLessThanOrEqual(maxBytes);
+    expect(stats.maxBytes).toBe(maxBytes);
+    expect(stats.evictions).toBeGreaterThan(count / 2);
+    // Each key was set once and none deleted: what is missing was evicted, and counted.
+    expect(stats.sets).toBe(count);
+    expect(stats.entries).toBe(stats.sets - stats.evictions - stats.expirations);
+    expect(cache.size).toBe(stats.entries);
+    let present = 0;
+    for (const source of [cache, reader]) {
+      present = 0;
+      for (let i = 0; i < count; i++) {
+        const v = source.get(`ev:${i}`) as { key: string; i: number } | undefined;
+        if (v === undefined) continue;
+        present++;
+        if (v.key !== `ev:${i}` || v.i !== i) throw new Error(`ev:${i} returned ${v.key}#${v.i}`);
+      }
+      expect(present).toBe(stats.entries);
+    }
+    for (let i = count - 50; i < count; i++) expect(reader.has(`ev:${i}`)).toBe(true); // the newest survive
   });
 
   it('a key overwritten many times returns its last value', async () => {
-    const cache = await ShardCache.create({ shards: 2, maxBytes: 1 * MiB });
-    const reader = await ShardCache.attach(cache.handle);
-    try {
-      const pad = 'y'.repeat(500);
-      for (let round = 0; round < 50; round++) {
-        for (let k = 0; k < 200; k++) cache.set(`ow:${k}`, { k, round, pad });
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      await cache.settled();
-      for (let k = 0; k < 200; k++) expect(reader.get(`ow:${k}`)).toEqual({ k, round: 49, pad });
-      expect(cache.stats().entries).toBe(200);
-    } finally {
-      await reader.close();
-      await cache.close();
+    const cache = await testCache({ shards: 2, maxBytes: 1 * MiB }, cleanup);
+    const reader = await testAttach(cache.handle, cleanup);
+    const pad = 'y'.repeat(500);
+    for (let round = 0; round < 50; round++) {
+      for (let k = 0; k < 200; k++) cache.set(`ow:${k}`, { k, round, pad });
+      await turn();
     }
+    await cache.settled();
+    for (let k = 0; k < 200; k++) expect(reader.get(`ow:${k}`)).toEqual({ k, round: 49, pad });
+    expect(cache.stats().entries).toBe(200);
   });
 });
 
 describe('stats', () => {
   it('counts entries, hits, misses, sets and deletes', async () => {
-    const cache = await ShardCache.create({ shards: 2, maxBytes: 4 * MiB });
-    const reader = await ShardCache.attach(cache.handle);
-    try {
-      expect(cache.stats()).toEqual({
-        entries: 0, bytesUsed: expect.any(Number), maxBytes: 4 * MiB, shards: 2,
-        hits: 0, misses: 0, sets: 0, deletes: 0, evictions: 0, expirations: 0,
-      });
-      const empty = cache.stats().bytesUsed;
-      expect(empty).toBeLessThanOrEqual(4 * MiB);
-      for (let i = 0; i < 10; i++) cache.set(`s${i}`, i);
-      cache.set('s0', 'again');
-      cache.delete('s9');
-      cache.delete('never-there');
-      await cache.settled();
-      for (let i = 0; i < 9; i++) reader.get(`s${i}`); // 9 hits (first reads)
-      for (let i = 0; i < 9; i++) reader.get(`s${i}`); // 9 hits (near cache)
-      reader.get('s9'); // miss
-      reader.get('nope'); // miss
-      const stats = cache.stats();
-      expect(stats.entries).toBe(9);
-      expect(stats.sets).toBe(11);
-      expect(stats.deletes).toBe(1); // deleting an absent key deletes nothing
-      expect(stats.hits).toBe(18);
-      expect(stats.misses).toBe(2);
-      expect(stats.bytesUsed).toBeGreaterThan(empty);
-      expect(reader.stats()).toEqual(stats); // the same numbers from any instance
-    } finally {
-      await reader.close();
-      await cache.close();
-    }
+    const cache = await testCache({ shards: 2, maxBytes: 4 * MiB }, cleanup);
+    const reader = await testAttach(cache.handle, cleanup);
+    expect(cache.stats()).toEqual({
+      entries: 0, bytesUsed: expect.any(Number), maxBytes: 4 * MiB, shards: 2,
+      hits: 0, misses: 0, sets: 0, deletes: 0, evictions: 0, expirations: 0,
+    });
+    const empty = cache.stats().bytesUsed;
+    expect(empty).toBeLessThanOrEqual(4 * MiB);
+    for (let i = 0; i < 10; i++) cache.set(`s${i}`, i);
+    cache.set('s0', 'again');
+    cache.delete('s9');
+    cache.delete('never-there');
+    await cache.settled();
+    for (let i = 0; i < 9; i++) reader.get(`s${i}`); // 9 hits (first reads)
+    for (let i = 0; i < 9; i++) reader.get(`s${i}`); // 9 hits (near cache)
+    reader.get('s9'); // miss
+    reader.get('nope'); // miss
+    const stats = cache.stats();
+    expect(stats.entries).toBe(9);
+    expect(stats.sets).toBe(11);
+    expect(stats.deletes).toBe(1); // deleting an absent key deletes nothing
+    expect(stats.hits).toBe(18);
+    expect(stats.misses).toBe(2);
+    expect(stats.bytesUsed).toBeGreaterThan(empty);
+    expect(reader.stats()).toEqual(stats); // the same numbers from any instance
   });
 
   // Reads of this thread's own queued writes count too: test/unit/overlay.test.ts
@@ -546,8 +517,8 @@ describe('stats', () => {
 
 describe('close', () => {
   it('applies queued writes, then every call throws ERR_CLOSED; close is idempotent', async () => {
-    const cache = await ShardCache.create({ shards: 2, maxBytes: 4 * MiB });
-    const reader = await ShardCache.attach(cache.handle);
+    const cache = await testCache({ shards: 2, maxBytes: 4 * MiB });
+    const reader = await testAttach(cache.handle);
     for (let i = 0; i < 2000; i++) cache.set(`c${i}`, i);
     await cache.close();
     // Reads of the shared memory still work on the attached reader: the writes were applied first.
@@ -571,7 +542,7 @@ describe('close', () => {
   });
 
   it('getMany([]) after close throws ERR_CLOSED', async () => {
-    const cache = await ShardCache.create({ shards: 1, maxBytes: 1 * MiB });
+    const cache = await testCache({ shards: 1, maxBytes: 1 * MiB });
     await cache.close();
     expectCode(() => cache.getMany([]), 'ERR_CLOSED');
   });
@@ -579,7 +550,7 @@ describe('close', () => {
   it('await using closes the cache at the end of the block', async () => {
     let escaped: ShardCache | undefined;
     {
-      await using cache = await ShardCache.create({ shards: 1, maxBytes: 1 * MiB });
+      await using cache = await testCache({ shards: 1, maxBytes: 1 * MiB });
       cache.set('a', 1);
       expect(cache.get('a')).toBe(1);
       escaped = cache;
@@ -588,7 +559,7 @@ describe('close', () => {
   });
 
   it('Symbol.asyncDispose closes too', async () => {
-    const cache = await ShardCache.create({ shards: 1, maxBytes: 1 * MiB });
+    const cache = await testCache({ shards: 1, maxBytes: 1 * MiB });
     await cache[Symbol.asyncDispose]();
     expectCode(() => cache.set('a', 1), 'ERR_CLOSED');
   });
@@ -597,15 +568,11 @@ describe('close', () => {
 describe('errors', () => {
   let cache: ShardCache;
   let reader: ShardCache;
+  const suiteCleanup = cleanupAfterAll();
 
   beforeAll(async () => {
-    cache = await ShardCache.create({ shards: 2, maxBytes: 4 * MiB, maxValueBytes: 1000 });
-    reader = await ShardCache.attach(cache.handle);
-  });
-
-  afterAll(async () => {
-    await reader?.close();
-    await cache?.close();
+    cache = await testCache({ shards: 2, maxBytes: 4 * MiB, maxValueBytes: 1000 }, suiteCleanup);
+    reader = await testAttach(cache.handle, suiteCleanup);
   });
 
   /** The old value is intact for this thread (pending or applied) and for another reader. */

@@ -13,7 +13,7 @@ import { ShardCache } from 'shardcache';
 import { hashKey } from '../../dist/src/hash.js';
 import { CLAIM_WINDOW_MS, LOCK_SLOTS } from '../../dist/src/memory/lock-table.js';
 import { now, runLockTask } from './fixtures/lock-tasks.mjs';
-import { within } from './helpers.js';
+import { within } from '../support/deadline.js';
 
 interface Reply { id?: number; ok?: boolean; value?: unknown; error?: { code?: string; message: string }; ready?: boolean }
 interface Counted { values: number[]; maxWaitMs: number }

@@ -3,8 +3,8 @@
 // keeps the process alive.
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { MiB } from '../support/bytes.js';
 import { spawnTracked, waitForExit } from '../support/processes.js';
-import { MiB } from './helpers.js';
 
 interface ChildResult {
   code: number | null;

@@ -2,17 +2,18 @@
 import { once } from 'node:events';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ShardCache } from 'shardcache';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanupAfterEach } from '../support/cleanup.js';
 import { redisCli } from '../support/redis-cli.js';
+import { quit } from '../support/redis-client.js';
 import { startCluster, type RedisCluster } from '../support/redis-cluster.js';
-import { Cleanup, commandCalls, dbsize, decode, quit, resetStats } from './redis-helpers.js';
-
-const MAX_BYTES = 16 * 1024 * 1024;
+import { decode } from '../support/redis-format.js';
+import { commandCalls, dbsize, resetStats } from '../support/redis-stats.js';
+import { testCache } from '../support/test-cache.js';
 
 describe('Redis tier on a Redis Cluster', () => {
   let cluster: RedisCluster;
-  const cleanup = new Cleanup();
+  const cleanup = cleanupAfterEach();
 
   beforeAll(async () => {
     cluster = await startCluster();
@@ -20,7 +21,6 @@ describe('Redis tier on a Redis Cluster', () => {
   afterAll(async () => {
     await cluster?.stop();
   });
-  afterEach(() => cleanup.run());
 
   async function clusterClient(): Promise<Cluster> {
     const client = new Cluster([{ host: '127.0.0.1', port: cluster.nodes[0]!.port }]);
@@ -32,12 +32,7 @@ describe('Redis tier on a Redis Cluster', () => {
 
   it('writes 2000 keys behind to all three masters, reads them through, and clear() empties every node', async () => {
     const client = await clusterClient();
-    const cache = await ShardCache.create({
-      shards: 2,
-      maxBytes: MAX_BYTES,
-      redis: { client, keyPrefix: 'app:', writeBehind: { flushIntervalMs: 5, batchSize: 500 } },
-    });
-    cleanup.add(() => cache.close());
+    const cache = await testCache({ redis: { client, keyPrefix: 'app:', writeBehind: { flushIntervalMs: 5, batchSize: 500 } } }, cleanup);
     const keys = Array.from({ length: 2000 }, (_, i) => `item:${i}`);
     keys.forEach((key, i) => cache.set(key, { i, even: i % 2 === 0 }));
     await cache.flush();
@@ -60,8 +55,7 @@ describe('Redis tier on a Redis Cluster', () => {
     expect(ttl).toBeLessThanOrEqual(60_000);
 
     // Another cache with an empty local store reads through the cluster.
-    const reader = await ShardCache.create({ shards: 1, maxBytes: MAX_BYTES, redis: { client, keyPrefix: 'app:', writeBehind: false } });
-    cleanup.add(() => reader.close());
+    const reader = await testCache({ shards: 1, redis: { client, keyPrefix: 'app:', writeBehind: false } }, cleanup);
     expect(await reader.fetch('item:7')).toEqual({ i: 7, even: false });
     expect(await reader.fetch('item:10')).toBeUndefined();
     await Promise.all(cluster.nodes.map((node) => resetStats(node.port)));

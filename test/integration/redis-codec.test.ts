@@ -4,41 +4,21 @@
 // and plain strings, raw bytes, and a codec of the user's own, also from a
 // piscina worker thread attached to the cache.
 import { decode as decodeMsgpack, encode as encodeMsgpack } from '@msgpack/msgpack';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ShardCache, ShardCacheError, type ShardCacheOptions } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import { Cleanup, quit, redisClient, workerPool } from './redis-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { ShardCacheError, type ShardCacheOptions } from 'shardcache';
+import { redisCli } from '../support/redis-cli.js';
+import { redisFixture } from '../support/redis-fixture.js';
+import { testCache } from '../support/test-cache.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
-const MAX_BYTES = 16 * 1024 * 1024;
 const NO_TIMER = { flushIntervalMs: 60_000 };
 type Codec = NonNullable<NonNullable<ShardCacheOptions['redis']>['codec']>;
 
 describe('Redis codecs', () => {
-  let redis: RedisServer;
-  const cleanup = new Cleanup();
+  const redis = redisFixture({ cacheRedis: { writeBehind: NO_TIMER } });
 
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-  beforeEach(async () => {
-    await redisCli(redis.port, 'FLUSHALL');
-  });
-  afterEach(() => cleanup.run());
-
-  async function cacheWith(codec?: Codec) {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({
-      shards: 2,
-      maxBytes: MAX_BYTES,
-      redis: { client, keyPrefix: 'app:', writeBehind: NO_TIMER, ...(codec === undefined ? {} : { codec }) },
-    });
-    cleanup.add(() => cache.close());
-    return { cache, client };
-  }
+  /** A cache whose bytes in Redis are `codec`'s (without one, the default's: msgpack). */
+  const cacheWith = (codec?: Codec) => redis.cacheOn(codec === undefined ? {} : { redis: { codec } });
 
   /** Values as other services write them: JSON-like, the shape every msgpack library shares. */
   const foreign: Record<string, unknown> = {
@@ -159,8 +139,7 @@ describe('Redis codecs', () => {
     const { cache, client } = await cacheWith(codec);
     await client.set('app:seeded', 'v1:{"from":"elsewhere"}');
     await client.set('app:unframed', '{"from":"elsewhere"}');
-    const pool = workerPool(2);
-    cleanup.add(() => pool.destroy());
+    const pool = piscinaPool('cache-worker.mjs', 2, redis.cleanup);
     const fetched = (await pool.run({ job: 'fetch', handle: cache.handle, key: 'seeded', callers: 3 })) as { values: unknown[] };
     expect(fetched.values).toEqual(Array(3).fill({ from: 'elsewhere' }));
     await expect(pool.run({ job: 'fetch', handle: cache.handle, key: 'unframed', callers: 1 })).rejects.toMatchObject({ message: expect.stringMatching(/do not decode/) });
@@ -218,10 +197,9 @@ describe('Redis codecs', () => {
   });
 
   it('refuses an unknown codec with ERR_INVALID_OPTION', async () => {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
+    const client = redis.client();
     for (const codec of ['yaml', { encode: () => new Uint8Array() }, 42]) {
-      await expect(ShardCache.create({ shards: 1, maxBytes: MAX_BYTES, redis: { client, codec: codec as Codec } }))
+      await expect(testCache({ shards: 1, redis: { client, codec: codec as Codec } }))
         .rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringContaining('redis.codec') });
     }
   });

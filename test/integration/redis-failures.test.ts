@@ -1,61 +1,26 @@
 // The Redis tier when Redis fails: a crash (kill -9) mid-stream, a frozen
 // server (SIGSTOP) and backpressure, flush timeouts, connection errors, a key
 // Redis refuses, and hostile bytes under the cache's prefix.
-import { afterEach, describe, expect, it } from 'vitest';
-import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, dbsize, encode, prng, quit, readRedis, redisClient, waitFor, workerPool, yieldToLoop,
-} from './redis-helpers.js';
-
-const MAX_BYTES = 16 * 1024 * 1024;
-const SHARDS = 2;
+import { describe, expect, it } from 'vitest';
+import { ShardCacheError } from 'shardcache';
+import { turn } from '../support/event-loop.js';
+import { waitFor } from '../support/poll.js';
+import { prng } from '../support/prng.js';
+import { redisCli } from '../support/redis-cli.js';
+import { redisFixture } from '../support/redis-fixture.js';
+import { encode, readRedis } from '../support/redis-format.js';
+import { dbsize } from '../support/redis-stats.js';
+import { testCache } from '../support/test-cache.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
 describe('Redis tier failures', () => {
-  const cleanup = new Cleanup();
-  afterEach(() => cleanup.run());
-
-  async function server(): Promise<RedisServer> {
-    const redis = await startRedis();
-    cleanup.add(() => redis.stop());
-    return redis;
-  }
-
-  /** SIGSTOPs Redis; the returned thaw is idempotent and also runs at clean-up. */
-  async function freeze(redis: RedisServer): Promise<() => Promise<void>> {
-    await redis.stopProcess('SIGSTOP');
-    let thawed = false;
-    const thaw = async () => {
-      if (thawed) return;
-      thawed = true;
-      await redis.stopProcess('SIGCONT');
-    };
-    cleanup.add(thaw);
-    return thaw;
-  }
-
-  async function cacheOn(redis: RedisServer, options: {
-    writeBehind?: Record<string, number>;
-    backpressureTimeoutMs?: number;
-    maxValueBytes?: number;
-    username?: string;
-  } = {}) {
-    const client = redisClient(redis.port, options.username ? { username: options.username, password: 'unused' } : {});
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({
-      shards: SHARDS,
-      maxBytes: MAX_BYTES,
-      ...(options.backpressureTimeoutMs !== undefined ? { backpressureTimeoutMs: options.backpressureTimeoutMs } : {}),
-      ...(options.maxValueBytes !== undefined ? { maxValueBytes: options.maxValueBytes } : {}),
-      redis: { client, keyPrefix: 'app:', writeBehind: options.writeBehind ?? { flushIntervalMs: 5 } },
-    });
-    cleanup.add(() => cache.close());
-    return { cache, client };
-  }
+  // Tests crash, freeze, stop and reconfigure their server: each gets a fresh one.
+  const fixture = redisFixture({ lifetime: 'test', cacheRedis: { writeBehind: { flushIntervalMs: 5 } } });
+  const { cacheOn, cleanup, freeze } = fixture;
 
   it('survives kill -9 of Redis halfway through 100k writes: after restart and flush() every key holds its last value', async () => {
-    const redis = await server();
-    const { cache, client } = await cacheOn(redis);
+    const redis = fixture.server;
+    const { cache, client } = await cacheOn();
     const errors: Error[] = [];
     cache.on('error', (error: Error) => errors.push(error));
     const TOTAL = 100_000;
@@ -85,7 +50,7 @@ describe('Redis tier failures', () => {
         last.set(key, value);
       }
       calls++;
-      if (i % 1000 === 999) await yieldToLoop();
+      if (i % 1000 === 999) await turn();
     }
     await restarting;
     await cache.flush({ timeoutMs: 90_000 });
@@ -104,14 +69,14 @@ describe('Redis tier failures', () => {
   }, 120_000);
 
   it('counts every accepted write as pending while Redis is frozen, refuses exactly at maxPending on the creating thread, and lands them all after it thaws', async () => {
-    const redis = await server();
+    const redis = fixture.server;
     const MAX_PENDING = 2_000;
-    const { cache, client } = await cacheOn(redis, {
+    const { cache, client } = await cacheOn({
       maxValueBytes: 1024,
       backpressureTimeoutMs: 300,
-      writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING },
+      redis: { writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING } },
     });
-    const thaw = await freeze(redis);
+    const thaw = await freeze();
     let accepted = 0;
     let refusal: unknown;
     let maxEntries = 0;
@@ -126,7 +91,7 @@ describe('Redis tier failures', () => {
       const stats = cache.stats();
       expect(stats.redis!.pending + stats.redis!.flushed + stats.redis!.failed).toBe(accepted);
       maxEntries = Math.max(maxEntries, stats.entries);
-      if (i % 100 === 0) await yieldToLoop(); // the flusher runs (and finds Redis frozen)
+      if (i % 100 === 0) await turn(); // the flusher runs (and finds Redis frozen)
     }
     expect(refusal).toBeInstanceOf(ShardCacheError);
     expect((refusal as ShardCacheError).code).toBe('ERR_BACKPRESSURE');
@@ -155,15 +120,13 @@ describe('Redis tier failures', () => {
   });
 
   it('makes writers on attached threads wait at maxPending while Redis is frozen, and go on once it thaws', async () => {
-    const redis = await server();
     const MAX_PENDING = 1_000;
-    const { cache, client } = await cacheOn(redis, {
+    const { cache, client } = await cacheOn({
       backpressureTimeoutMs: 20_000,
-      writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING },
+      redis: { writeBehind: { flushIntervalMs: 5, maxPending: MAX_PENDING } },
     });
-    const pool = workerPool(2);
-    cleanup.add(() => pool.destroy());
-    const thaw = await freeze(redis);
+    const pool = piscinaPool('cache-worker.mjs', 2, cleanup);
+    const thaw = await freeze();
     const ops = (thread: string) => Array.from({ length: 1_500 }, (_, i) => ({ key: `${thread}:${i}`, value: i }));
     const writers = [pool.run({ job: 'write', handle: cache.handle, ops: ops('a') }), pool.run({ job: 'write', handle: cache.handle, ops: ops('b') })];
     for (const writer of writers) writer.catch(() => {}); // awaited below
@@ -180,9 +143,9 @@ describe('Redis tier failures', () => {
   });
 
   it('rejects flush({timeoutMs}) with ERR_FLUSH_TIMEOUT naming the pending count while Redis is frozen or down', async () => {
-    const redis = await server();
-    const { cache, client } = await cacheOn(redis, { writeBehind: { flushIntervalMs: 5 } });
-    const thaw = await freeze(redis);
+    const redis = fixture.server;
+    const { cache, client } = await cacheOn({ redis: { writeBehind: { flushIntervalMs: 5 } } });
+    const thaw = await freeze();
     const keys = Array.from({ length: 37 }, (_, i) => `frozen${i}`);
     keys.forEach((key, i) => cache.set(key, i));
     await cache.settled();
@@ -216,13 +179,8 @@ describe('Redis tier failures', () => {
   });
 
   it('reports connection errors of a client it made from a url through the error event, and recovers', async () => {
-    const redis = await server();
-    const cache = await ShardCache.create({
-      shards: SHARDS,
-      maxBytes: MAX_BYTES,
-      redis: { url: redis.url, keyPrefix: 'app:', writeBehind: { flushIntervalMs: 5 } },
-    });
-    cleanup.add(() => cache.close());
+    const redis = fixture.server;
+    const cache = await testCache({ redis: { url: redis.url, keyPrefix: 'app:', writeBehind: { flushIntervalMs: 5 } } }, cleanup);
     const errors: Error[] = [];
     cache.on('error', (error: Error) => errors.push(error));
     await redis.stop();
@@ -232,20 +190,21 @@ describe('Redis tier failures', () => {
     expect(cache.stats().redis!.pending).toBe(1);
     await redis.restart();
     await cache.flush({ timeoutMs: 30_000 });
-    const check = redisClient(redis.port);
-    cleanup.add(() => quit(check));
+    const check = fixture.client();
     expect(await readRedis(check, 'app:', ['while-down'])).toEqual(new Map([['while-down', { n: 1 }]]));
     expect(cache.stats().redis).toMatchObject({ pending: 0, flushed: 1, failed: 0 });
   });
 
   it('reports a key Redis refuses through an error event, counts it as failed, and still lands the other keys', async () => {
-    const redis = await server();
+    const redis = fixture.server;
     // A user that may only touch app:ok*: Redis answers NOPERM for app:bad and
     // nothing else, a per-key reply error (not a connection failure).
     expect(await redisCli(redis.port, 'ACL', 'SETUSER', 'limited', 'on', 'nopass', 'resetkeys', '~app:ok*', 'allchannels', '+@all')).toBe('OK\n');
-    const { cache } = await cacheOn(redis, { username: 'limited', writeBehind: { flushIntervalMs: 5, maxAttempts: 3 } });
-    const admin = redisClient(redis.port);
-    cleanup.add(() => quit(admin));
+    const { cache } = await cacheOn({
+      clientOptions: { username: 'limited', password: 'unused' },
+      redis: { writeBehind: { flushIntervalMs: 5, maxAttempts: 3 } },
+    });
+    const admin = fixture.client();
     const errors: Error[] = [];
     cache.on('error', (error: Error) => errors.push(error));
 
@@ -284,8 +243,7 @@ describe('Redis tier failures', () => {
   });
 
   it('rejects the never-used msgpack byte 0xc1 with ERR_DECODE', async () => {
-    const redis = await server();
-    const { cache, client } = await cacheOn(redis);
+    const { cache, client } = await cacheOn();
     await client.set('app:c1', Buffer.from([0xc1]));
     await expect(cache.fetch('c1')).rejects.toMatchObject({ code: 'ERR_DECODE' });
     await cache.settled();
@@ -293,8 +251,7 @@ describe('Redis tier failures', () => {
   });
 
   it('rejects bytes under its prefix that do not decode with ERR_DECODE, keeps working, and is not prototype-polluted by them', async () => {
-    const redis = await server();
-    const { cache, client } = await cacheOn(redis);
+    const { cache, client } = await cacheOn();
     const junk: Record<string, Buffer> = {
       text: Buffer.from('hello'), // a fixint followed by garbage
       truncated: Buffer.from([0x92, 0x01]), // an array of 2 with one element

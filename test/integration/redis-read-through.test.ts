@@ -1,67 +1,30 @@
 // Read-through from a real redis-server: single flight across callers and
 // threads (counted by Redis itself), loaders, fetchMany's MGET, and how a
 // value read from Redis meets local writes made while it was in flight.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ShardCache } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, commandCalls, encode, quit, readRedis, redisClient, resetStats, resp, startTap, waitFor, workerPool,
-} from './redis-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../support/poll.js';
+import { redisFixture } from '../support/redis-fixture.js';
+import { encode, readRedis } from '../support/redis-format.js';
+import { commandCalls, resetStats } from '../support/redis-stats.js';
+import { resp } from '../support/resp.js';
+import { startTap } from '../support/tcp-tap.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
-const MAX_BYTES = 16 * 1024 * 1024;
 const NO_TIMER = { flushIntervalMs: 60_000 };
 
 describe('Redis read-through', () => {
-  let redis: RedisServer;
-  const cleanup = new Cleanup();
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-  beforeEach(async () => {
-    await redisCli(redis.port, 'FLUSHALL');
-  });
-  afterEach(() => cleanup.run());
-
-  async function setup(port = redis.port, options: { readThrough?: boolean } = {}) {
-    const client = redisClient(port);
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({
-      shards: 2,
-      maxBytes: MAX_BYTES,
-      redis: { client, keyPrefix: 'app:', writeBehind: NO_TIMER, readThrough: options.readThrough ?? true },
-    });
-    cleanup.add(() => cache.close());
-    return { cache, client };
-  }
-
-  /** Freezes Redis (SIGSTOP) so requests stay in flight; always thawed at clean-up. */
-  async function freeze(): Promise<() => Promise<void>> {
-    await redis.stopProcess('SIGSTOP');
-    let thawed = false;
-    const thaw = async () => {
-      if (thawed) return;
-      thawed = true;
-      await redis.stopProcess('SIGCONT');
-    };
-    cleanup.add(thaw);
-    return thaw;
-  }
+  const redis = redisFixture({ cacheRedis: { writeBehind: NO_TIMER } });
+  const { cacheOn, cleanup, freeze } = redis;
 
   it('sends one GET for concurrent fetches from a worker thread and 50 on the main thread', async () => {
     // The cache talks to Redis through a tap, which shows when its GET is on the wire.
     const tap = await startTap(redis.port);
     cleanup.add(() => tap.close());
-    const { cache } = await setup(tap.port);
-    const seeder = redisClient(redis.port);
-    cleanup.add(() => quit(seeder));
+    const { cache } = await cacheOn({ port: tap.port });
+    const seeder = redis.client();
     const hot = { id: 'hot', items: [1, 2, 3], at: new Date(1_700_000_000_000) };
     await seeder.set('app:hot', encode(hot));
-    const pool = workerPool(1);
-    cleanup.add(() => pool.destroy());
+    const pool = piscinaPool('cache-worker.mjs', 1, cleanup);
     await resetStats(redis.port);
     const getHot = resp('get', 'app:hot');
 
@@ -89,7 +52,7 @@ describe('Redis read-through', () => {
   });
 
   it('calls the loader once for concurrent fetches of a key absent from Redis, and writes its value behind', async () => {
-    const { cache, client } = await setup();
+    const { cache, client } = await cacheOn();
     await resetStats(redis.port);
     let loads = 0;
     let release!: () => void;
@@ -124,7 +87,7 @@ describe('Redis read-through', () => {
   });
 
   it('fetchMany reads all misses with one MGET and returns values in order, undefined for misses', async () => {
-    const { cache, client } = await setup();
+    const { cache, client } = await cacheOn();
     const a = { name: 'a' };
     const b = [2, 'b'];
     const c = new Map([['c', 3]]);
@@ -151,7 +114,7 @@ describe('Redis read-through', () => {
   });
 
   it('keeps a local copy of a value read from Redis only as long as Redis keeps it', async () => {
-    const { cache, client } = await setup();
+    const { cache, client } = await cacheOn();
     await client.set('app:short', encode('short-lived'), 'PX', 1_000);
     await client.set('app:long', encode('long-lived'));
     expect(await cache.fetch('short')).toBe('short-lived');
@@ -163,7 +126,7 @@ describe('Redis read-through', () => {
   });
 
   it('does not read Redis when readThrough is false', async () => {
-    const { cache, client } = await setup(redis.port, { readThrough: false });
+    const { cache, client } = await cacheOn({ redis: { readThrough: false } });
     await client.set('app:there', encode('in redis'));
     await resetStats(redis.port);
     expect(await cache.fetch('there')).toBeUndefined();
@@ -174,7 +137,7 @@ describe('Redis read-through', () => {
   });
 
   it('lets a local set made while a fetch is in flight win over the value read from Redis', async () => {
-    const { cache, client } = await setup();
+    const { cache, client } = await cacheOn();
     await client.set('app:k', encode('old'));
     const thaw = await freeze();
     const fetching = cache.fetch('k');
@@ -188,7 +151,7 @@ describe('Redis read-through', () => {
   });
 
   it('does not let a fetch in flight resurrect a key deleted meanwhile, locally or in Redis', async () => {
-    const { cache, client } = await setup();
+    const { cache, client } = await cacheOn();
     await client.set('app:k', encode('old'));
     const thaw = await freeze();
     const fetching = cache.fetch('k');

@@ -1,40 +1,27 @@
 // The Redis tier through a real twemproxy (nutcracker) in front of two redis-servers.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ShardCacheError } from 'shardcache';
+import { redisCli } from '../support/redis-cli.js';
+import { TWEMPROXY_CLIENT_OPTIONS } from '../support/redis-client.js';
+import { redisFixture } from '../support/redis-fixture.js';
+import { decode } from '../support/redis-format.js';
+import { commandCalls, dbsize, resetStats } from '../support/redis-stats.js';
 import { startTwemproxy, type Twemproxy } from '../support/twemproxy.js';
-import { Cleanup, commandCalls, dbsize, decode, quit, resetStats, twemproxyClient } from './redis-helpers.js';
-
-const MAX_BYTES = 16 * 1024 * 1024;
 
 describe('Redis tier through twemproxy', () => {
-  let backends: RedisServer[] = [];
+  const redis = redisFixture({ servers: 2 });
   let proxy: Twemproxy;
-  const cleanup = new Cleanup();
 
+  // Registered after the fixture's hooks: the backends start before the proxy and stop after it.
   beforeAll(async () => {
-    backends = await Promise.all([startRedis(), startRedis()]);
-    proxy = await startTwemproxy(backends);
+    proxy = await startTwemproxy(redis.servers);
   });
   afterAll(async () => {
     await proxy?.stop();
-    await Promise.all(backends.map((b) => b.stop()));
   });
-  beforeEach(async () => {
-    for (const backend of backends) await redisCli(backend.port, 'FLUSHALL');
-  });
-  afterEach(() => cleanup.run());
 
-  async function cacheThroughProxy(writeBehind: false | Record<string, number>) {
-    const client = twemproxyClient(proxy.port);
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({
-      shards: 2,
-      maxBytes: MAX_BYTES,
-      redis: { client, keyPrefix: 'app:', twemproxy: true, writeBehind },
-    });
-    cleanup.add(() => cache.close());
-    return { cache, client };
+  function cacheThroughProxy(writeBehind: false | Record<string, number>) {
+    return redis.cacheOn({ port: proxy.port, clientOptions: TWEMPROXY_CLIENT_OPTIONS, redis: { twemproxy: true, writeBehind } });
   }
 
   it('writes behind, fetches and fetchMany()s through the proxy, with keys spread over both backends', async () => {
@@ -51,7 +38,7 @@ describe('Redis tier through twemproxy', () => {
     for (let i = 0; i < 500; i += 4) cache.delete(keys[i]!);
     await cache.flush();
 
-    const sizes = await Promise.all(backends.map((b) => dbsize(b.port)));
+    const sizes = await Promise.all(redis.servers.map((b) => dbsize(b.port)));
     for (const size of sizes) expect(size).toBeGreaterThan(0);
     expect(sizes[0]! + sizes[1]!).toBe(375 + 2);
     expect(decode((await client.getBuffer('app:seq'))!)).toBe(2);
@@ -63,19 +50,19 @@ describe('Redis tier through twemproxy', () => {
     expect(await reader.cache.fetch('1:item')).toEqual({ i: 1 });
     expect(await reader.cache.fetch('0:item')).toBeUndefined();
     expect(await reader.cache.fetch('ttl')).toBe('short');
-    await Promise.all(backends.map((b) => resetStats(b.port)));
+    await Promise.all(redis.servers.map((b) => resetStats(b.port)));
     const asked = ['missing', ...keys.slice(0, 40), 'seq'];
     const values = await reader.cache.fetchMany(asked);
     expect(values).toEqual([undefined, ...keys.slice(0, 40).map((_, i) => (i % 4 === 0 ? undefined : { i })), 2]);
     // twemproxy splits the one MGET into one per backend that serves some of the keys.
-    const mgets = await Promise.all(backends.map((b) => commandCalls(b.port, 'mget')));
+    const mgets = await Promise.all(redis.servers.map((b) => commandCalls(b.port, 'mget')));
     const present = asked.filter((_, n) => values[n] !== undefined && asked[n] !== '1:item');
-    for (const [b, backend] of backends.entries()) {
+    for (const [b, backend] of redis.servers.entries()) {
       const holds = (await Promise.all(present.map((key) => redisCli(backend.port, 'EXISTS', `app:${key}`)))).some((r) => r.trim() === '1');
       expect(holds).toBe(true); // the asked keys are spread over both
       expect(mgets[b]).toBe(1);
     }
-    for (const backend of backends) expect(await commandCalls(backend.port, 'get')).toBe(0);
+    for (const backend of redis.servers) expect(await commandCalls(backend.port, 'get')).toBe(0);
   });
 
   it('refuses clear() with ERR_NOT_SUPPORTED when writing behind through twemproxy, and loses nothing', async () => {

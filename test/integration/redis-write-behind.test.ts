@@ -1,58 +1,35 @@
 // Write-behind to a real redis-server: coalescing, order, bytes, TTL, prefix,
 // client ownership, and writes issued from piscina worker threads.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encode as encodeMsgpack } from '@msgpack/msgpack';
-import { ShardCache, ShardCacheError } from 'shardcache';
-import { redisCli, startRedis, type RedisServer } from '../support/redis-server.js';
-import {
-  Cleanup, commandCalls, dbsize, decode, encode, prng, quit, randomValue, readRedis, redisClient, resetStats, waitFor,
-  workerPool, yieldToLoop,
-} from './redis-helpers.js';
+import { ShardCacheError } from 'shardcache';
+import { turn } from '../support/event-loop.js';
+import { waitFor } from '../support/poll.js';
+import { prng } from '../support/prng.js';
+import { randomValue } from '../support/random-value.js';
+import { redisCli } from '../support/redis-cli.js';
+import { redisFixture } from '../support/redis-fixture.js';
+import { decode, readRedis } from '../support/redis-format.js';
+import { commandCalls, dbsize } from '../support/redis-stats.js';
+import { testCache } from '../support/test-cache.js';
+import { piscinaPool } from '../support/worker-threads.js';
 
-const MAX_BYTES = 16 * 1024 * 1024;
 /** Long enough that only flush() (or close()) starts a flush: makes command counts exact. */
 const NO_TIMER = { flushIntervalMs: 60_000 };
 
 describe('Redis write-behind', () => {
-  let redis: RedisServer;
-  const cleanup = new Cleanup();
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-  beforeEach(async () => {
-    await redisCli(redis.port, 'FLUSHALL');
-    await resetStats(redis.port);
-  });
-  afterEach(() => cleanup.run());
-
-  async function cacheOn(options: { keyPrefix?: string; writeBehind?: Record<string, number>; ttlMs?: number } = {}) {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({
-      shards: 2,
-      maxBytes: MAX_BYTES,
-      ...(options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : {}),
-      redis: { client, keyPrefix: options.keyPrefix ?? 'app:', writeBehind: options.writeBehind ?? {} },
-    });
-    cleanup.add(() => cache.close());
-    return { cache, client };
-  }
+  // Caches write behind with NO_TIMER unless a test says otherwise.
+  const redis = redisFixture({ resetStats: true, cacheRedis: { writeBehind: NO_TIMER } });
+  const { cacheOn, cleanup } = redis;
 
   /** A cache with an empty local store that only reads Redis: what another process would see. */
   async function readerOn(keyPrefix = 'app:') {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
-    const reader = await ShardCache.create({ shards: 1, maxBytes: MAX_BYTES, redis: { client, keyPrefix, writeBehind: false } });
-    cleanup.add(() => reader.close());
-    return reader;
+    const { cache } = await cacheOn({ shards: 1, redis: { keyPrefix, writeBehind: false } });
+    return cache;
   }
 
   it('lands an exact set/delete sequence on one key as its last state, coalesced into one command', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: NO_TIMER });
+    const { cache, client } = await cacheOn();
     cache.set('k', 1).set('k', 2);
     cache.delete('k');
     cache.set('k', 3);
@@ -86,7 +63,7 @@ describe('Redis write-behind', () => {
   });
 
   it('matches a Map model after random set/delete sequences on many keys', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: { flushIntervalMs: 2, batchSize: 64 } });
+    const { cache, client } = await cacheOn({ redis: { writeBehind: { flushIntervalMs: 2, batchSize: 64 } } });
     const random = prng(20261122);
     const keys = Array.from({ length: 400 }, (_, i) => (i % 50 === 0 ? `ключ-${i}-🙂` : `user:${i}`));
     const model = new Map<string, unknown>();
@@ -126,7 +103,7 @@ describe('Redis write-behind', () => {
         calls += entries.length;
       }
       // Let flushes run while writes keep coming, so batches cut sequences anywhere.
-      if (n % 400 === 399) await yieldToLoop();
+      if (n % 400 === 399) await turn();
       if (n % 5000 === 4999) {
         await cache.flush();
         expect(await readRedis(client, 'app:', keys)).toEqual(model);
@@ -148,7 +125,7 @@ describe('Redis write-behind', () => {
   });
 
   it('stores standard msgpack in Redis: plain objects as maps, JS-only types as the documented extensions', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: NO_TIMER });
+    const { cache, client } = await cacheOn();
     const values: Record<string, unknown> = {
       int: 42,
       float: -1.25,
@@ -179,7 +156,7 @@ describe('Redis write-behind', () => {
   });
 
   it('carries the TTL to Redis as PX and removes deleted keys', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: NO_TIMER });
+    const { cache, client } = await cacheOn();
     cache.set('ttl', 'v', { ttlMs: 60_000 });
     cache.set('forever', 'v');
     cache.set('was-ttl', 'v', { ttlMs: 60_000 });
@@ -203,7 +180,7 @@ describe('Redis write-behind', () => {
     expect(await client.exists('app:doomed')).toBe(0);
 
     // The cache-wide default TTL applies too, and ttlMs 0 overrides it with "never".
-    const other = await cacheOn({ keyPrefix: 'dflt:', writeBehind: NO_TIMER, ttlMs: 45_000 });
+    const other = await cacheOn({ ttlMs: 45_000, redis: { keyPrefix: 'dflt:' } });
     other.cache.set('a', 1);
     other.cache.set('b', 2, { ttlMs: 0 });
     await other.cache.flush();
@@ -214,16 +191,14 @@ describe('Redis write-behind', () => {
   });
 
   it('writes only under its keyPrefix, and clear() removes only keys under it (glob characters taken literally)', async () => {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
-    const plain = await ShardCache.create({ shards: 2, maxBytes: MAX_BYTES, redis: { client, writeBehind: NO_TIMER } });
-    cleanup.add(() => plain.close());
+    const client = redis.client();
+    const plain = await testCache({ redis: { client, writeBehind: NO_TIMER } }, cleanup); // the default keyPrefix
     plain.set('k', 1);
     await plain.flush();
     expect(await client.keys('*')).toEqual(['shardcache:k']);
 
     const prefix = 'p?[ab]*:';
-    const { cache } = await cacheOn({ keyPrefix: prefix, writeBehind: NO_TIMER });
+    const { cache } = await cacheOn({ redis: { keyPrefix: prefix } });
     cache.set('one', 1);
     cache.set('two', 2);
     await cache.flush();
@@ -239,9 +214,8 @@ describe('Redis write-behind', () => {
   });
 
   it('does not close a client it was given, closes one it made from a url, and flushes on close()', async () => {
-    const given = redisClient(redis.port);
-    cleanup.add(() => quit(given));
-    const cache = await ShardCache.create({ shards: 2, maxBytes: MAX_BYTES, redis: { client: given, keyPrefix: 'app:', writeBehind: NO_TIMER } });
+    const given = redis.client();
+    const cache = await testCache({ redis: { client: given, keyPrefix: 'app:', writeBehind: NO_TIMER } }); // closed below
     const keys = Array.from({ length: 100 }, (_, i) => `given:${i}`);
     keys.forEach((key, i) => cache.set(key, i));
     await cache.close(); // no flush() first: close() must flush
@@ -255,7 +229,7 @@ describe('Redis write-behind', () => {
       .filter((line) => !line.includes('cmd=client|list'))
       .map((line) => /^id=(\d+)/.exec(line)![1]!));
     const before = await connections();
-    const owning = await ShardCache.create({ shards: 2, maxBytes: MAX_BYTES, redis: { url: redis.url, keyPrefix: 'app:', writeBehind: NO_TIMER } });
+    const owning = await testCache({ redis: { url: redis.url, keyPrefix: 'app:', writeBehind: NO_TIMER } });
     let closed = false;
     cleanup.add(() => (closed ? undefined : owning.close()));
     // Its own connection(s): the client it made (and what that client opened, e.g. a subscriber).
@@ -278,10 +252,7 @@ describe('Redis write-behind', () => {
   });
 
   it('never writes to Redis with writeBehind: false', async () => {
-    const client = redisClient(redis.port);
-    cleanup.add(() => quit(client));
-    const cache = await ShardCache.create({ shards: 2, maxBytes: MAX_BYTES, redis: { client, keyPrefix: 'app:', writeBehind: false } });
-    cleanup.add(() => cache.close());
+    const { cache } = await cacheOn({ redis: { writeBehind: false } });
     cache.set('local-only', 1);
     cache.delete('other');
     await cache.flush(); // resolves at once: nothing to wait for
@@ -293,9 +264,8 @@ describe('Redis write-behind', () => {
   });
 
   it('flushes writes made on piscina worker threads when the worker awaits flush()', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: NO_TIMER });
-    const pool = workerPool(2);
-    cleanup.add(() => pool.destroy());
+    const { cache, client } = await cacheOn();
+    const pool = piscinaPool('cache-worker.mjs', 2, cleanup);
     const task = (thread: string) => ({
       job: 'write',
       handle: cache.handle,
@@ -322,7 +292,7 @@ describe('Redis write-behind', () => {
   });
 
   it('starts a flush early once batchSize writes wait, without waiting for flushIntervalMs', async () => {
-    const { cache, client } = await cacheOn({ writeBehind: { flushIntervalMs: 60_000, batchSize: 10 } });
+    const { cache, client } = await cacheOn({ redis: { writeBehind: { flushIntervalMs: 60_000, batchSize: 10 } } });
     const keys = Array.from({ length: 100 }, (_, i) => `early:${i}`);
     keys.forEach((key, i) => cache.set(key, i));
     await cache.settled();
@@ -331,7 +301,7 @@ describe('Redis write-behind', () => {
   });
 
   it('never lets two distinct keys share one Redis key', async () => {
-    const { cache } = await cacheOn({ writeBehind: NO_TIMER });
+    const { cache } = await cacheOn();
     let refused: unknown;
     try {
       cache.set('lone-\uD800', 1);

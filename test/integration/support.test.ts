@@ -1,8 +1,10 @@
 // Proves the integration-test helpers start, control and clean up real servers.
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cleanupAfterAll } from '../support/cleanup.js';
 import { freePorts } from '../support/free-port.js';
-import { redisCli, startRedis } from '../support/redis-server.js';
+import { redisCli } from '../support/redis-cli.js';
 import { startCluster } from '../support/redis-cluster.js';
+import { startRedis } from '../support/redis-server.js';
 import { ping } from '../support/resp.js';
 import { startTwemproxy } from '../support/twemproxy.js';
 
@@ -16,10 +18,7 @@ function alive(pid: number): boolean {
 }
 
 describe('test support', () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterAll(async () => {
-    await Promise.allSettled(cleanups.map((stop) => stop()));
-  });
+  const cleanup = cleanupAfterAll();
 
   it('hands out distinct free ports', async () => {
     const ports = await freePorts(5);
@@ -28,7 +27,7 @@ describe('test support', () => {
 
   it('starts, freezes, kills and restarts a standalone redis', async () => {
     const redis = await startRedis();
-    cleanups.push(() => redis.stop());
+    cleanup.add(() => redis.stop());
     expect(redis.url).toBe(`redis://127.0.0.1:${redis.port}`);
     expect(await redisCli(redis.port, 'PING')).toBe('PONG\n');
 
@@ -54,7 +53,7 @@ describe('test support', () => {
 
   it('starts a three-node cluster', async () => {
     const cluster = await startCluster();
-    cleanups.push(() => cluster.stop());
+    cleanup.add(() => cluster.stop());
     expect(cluster.nodes).toHaveLength(3);
     for (const node of cluster.nodes) {
       expect(await redisCli(node.port, 'CLUSTER', 'INFO')).toContain('cluster_state:ok');
@@ -65,9 +64,9 @@ describe('test support', () => {
 
   it('proxies through twemproxy to two redis servers', async () => {
     const backends = await Promise.all([startRedis(), startRedis()]);
-    for (const b of backends) cleanups.push(() => b.stop());
+    for (const b of backends) cleanup.add(() => b.stop());
     const proxy = await startTwemproxy(backends);
-    cleanups.push(() => proxy.stop());
+    cleanup.add(() => proxy.stop());
 
     expect(await redisCli(proxy.port, 'SET', 'k', 'v')).toBe('OK\n');
     expect(await redisCli(proxy.port, 'GET', 'k')).toBe('v\n');

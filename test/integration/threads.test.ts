@@ -2,26 +2,29 @@
 // attach by handle and share the same data. The stress test has the main
 // thread and two piscina workers read and write the same few keys at once,
 // and checks every value read is one that key could legally hold.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Piscina } from 'piscina';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Piscina } from 'piscina';
 import { ShardCache } from 'shardcache';
+import { MiB } from '../support/bytes.js';
+import { cleanupAfterAll, cleanupAfterEach } from '../support/cleanup.js';
+import { turn } from '../support/event-loop.js';
+import { expectRejectsCode } from '../support/expect-code.js';
+import { testCache } from '../support/test-cache.js';
+import { AttachedWorker, piscinaPool } from '../support/worker-threads.js';
 import { Checker, burst, random32, valueOf } from './fixtures/stress-check.mjs';
-import { AttachedWorker, MiB, expectRejectsCode, turn } from './helpers.js';
+
+const cleanup = cleanupAfterEach();
 
 type Described = { value: unknown; type: string };
 
 describe('a plain worker_threads Worker', () => {
   let cache: ShardCache;
   let worker: AttachedWorker;
+  const suiteCleanup = cleanupAfterAll();
 
   beforeAll(async () => {
-    cache = await ShardCache.create({ shards: 2, maxBytes: 8 * MiB });
-    worker = await AttachedWorker.start(cache.handle);
-  });
-
-  afterAll(async () => {
-    await worker?.stop();
-    await cache?.close();
+    cache = await testCache({ shards: 2, maxBytes: 8 * MiB }, suiteCleanup);
+    worker = await AttachedWorker.start(cache.handle, suiteCleanup);
   });
 
   it('reads what the main thread wrote, with types intact', async () => {
@@ -105,56 +108,40 @@ describe('a plain worker_threads Worker', () => {
   });
 
   it('after the worker closes, its calls throw ERR_CLOSED and the main thread carries on', async () => {
-    const second = await AttachedWorker.start(cache.handle);
-    try {
-      await second.call('set', [['wz:k', 1]]);
-      await second.call('close');
-      expect(cache.get('wz:k')).toBe(1); // close applied the queued write
-      const after = await second.call<Record<string, unknown>>('afterClose');
-      expect(after).toEqual({ get: { code: 'ERR_CLOSED' }, set: { code: 'ERR_CLOSED' }, settled: 'ERR_CLOSED', close: 'resolved' });
-      cache.set('wz:k', 2);
-      await cache.settled();
-      expect(cache.get('wz:k')).toBe(2);
-    } finally {
-      await second.stop();
-    }
+    const second = await AttachedWorker.start(cache.handle, cleanup);
+    await second.call('set', [['wz:k', 1]]);
+    await second.call('close');
+    expect(cache.get('wz:k')).toBe(1); // close applied the queued write
+    const after = await second.call<Record<string, unknown>>('afterClose');
+    expect(after).toEqual({ get: { code: 'ERR_CLOSED' }, set: { code: 'ERR_CLOSED' }, settled: 'ERR_CLOSED', close: 'resolved' });
+    cache.set('wz:k', 2);
+    await cache.settled();
+    expect(cache.get('wz:k')).toBe(2);
   });
 });
 
 describe('after the creating thread closes the cache', () => {
   it('an attached thread cannot write any more (ERR_CLOSED), and settled() and close() do not hang', async () => {
-    const cache = await ShardCache.create({ shards: 2, maxBytes: 4 * MiB });
-    const worker = await AttachedWorker.start(cache.handle);
-    try {
-      await worker.call('set', [['before-close', 1]]);
-      await cache.close(); // applies what every thread queued, then stops the owners
-      const after = await worker.call<Record<string, { code?: string } | string>>('afterClose');
-      expect(after.set).toEqual({ code: 'ERR_CLOSED' }); // not silently queued for an owner that is gone
-      expect(['resolved', 'ERR_CLOSED']).toContain(after.settled);
-      expect(after.close).toBe('resolved');
-      await expectRejectsCode(ShardCache.attach(cache.handle), 'ERR_CLOSED');
-    } finally {
-      await worker.stop();
-    }
+    const cache = await testCache({ shards: 2, maxBytes: 4 * MiB }); // closed by the test itself
+    const worker = await AttachedWorker.start(cache.handle, cleanup);
+    await worker.call('set', [['before-close', 1]]);
+    await cache.close(); // applies what every thread queued, then stops the owners
+    const after = await worker.call<Record<string, { code?: string } | string>>('afterClose');
+    expect(after.set).toEqual({ code: 'ERR_CLOSED' }); // not silently queued for an owner that is gone
+    expect(['resolved', 'ERR_CLOSED']).toContain(after.settled);
+    expect(after.close).toBe('resolved');
+    await expectRejectsCode(ShardCache.attach(cache.handle), 'ERR_CLOSED');
   });
 });
 
 describe('a piscina pool of 2 workers', () => {
   let cache: ShardCache;
   let pool: Piscina;
+  const suiteCleanup = cleanupAfterAll();
 
   beforeAll(async () => {
-    cache = await ShardCache.create({ shards: 2, maxBytes: 16 * MiB });
-    pool = new Piscina({
-      filename: new URL('./fixtures/piscina-task.mjs', import.meta.url).href,
-      minThreads: 2,
-      maxThreads: 2,
-    });
-  });
-
-  afterAll(async () => {
-    await pool?.destroy();
-    await cache?.close();
+    cache = await testCache({ shards: 2, maxBytes: 16 * MiB }, suiteCleanup);
+    pool = piscinaPool('piscina-task.mjs', 2, suiteCleanup);
   });
 
   /** Runs one task per pool thread at once (a barrier holds each until both started). */

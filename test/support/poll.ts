@@ -1,4 +1,5 @@
-// Bounded polling: the only way these helpers wait for a server to be ready.
+// Bounded polling: the only way these helpers and the tests wait for a
+// condition (a server to be ready, a flush to land, an entry to expire).
 import { setTimeout as delay } from 'node:timers/promises';
 
 export interface PollOptions {
@@ -21,4 +22,9 @@ export async function waitUntil(
     if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await delay(intervalMs);
   }
+}
+
+/** Polls a condition (synchronous or not) every 10 ms until it holds, failing after `timeoutMs`. */
+export function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  return waitUntil(what, async () => check(), { timeoutMs, intervalMs: 10 });
 }

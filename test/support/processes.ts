@@ -2,8 +2,9 @@
 // crashes, forgets its afterAll, or is torn down by vitest never leaves servers
 // behind. Only pids we spawned are ever signalled.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
+import { waitUntil } from './poll.js';
 
 interface Registry {
   children: Set<ChildProcess>;
@@ -113,6 +114,27 @@ export async function kill9(child: ChildProcess): Promise<void> {
   if (!(await waitForExit(child, 10_000))) {
     throw new Error(`pid ${child.pid} survived SIGKILL for 10 s`);
   }
+}
+
+/** Reads the process state letter from /proc (Linux); 'T' means stopped by a signal. */
+export function isStopped(pid: number): boolean {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name in field 2 may contain spaces, so parse after its closing paren.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state === 'T';
+}
+
+/**
+ * SIGSTOP freezes a process (its connections stay open, nothing answers),
+ * SIGCONT resumes it. Resolves once the kernel reports the new state, so the
+ * caller can rely on it immediately.
+ */
+export async function sendStopSignal(pid: number, signal: 'SIGSTOP' | 'SIGCONT'): Promise<void> {
+  process.kill(pid, signal);
+  const wantStopped = signal === 'SIGSTOP';
+  await waitUntil(`pid ${pid} to be ${wantStopped ? 'stopped' : 'continued'}`, async () => {
+    return isStopped(pid) === wantStopped;
+  }, { timeoutMs: 5_000, intervalMs: 5 });
 }
 
 export { isRunning };

@@ -4,11 +4,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { waitUntil } from './poll.js';
-import { isRunning, kill9, spawnTracked, terminate } from './processes.js';
+import { isRunning, kill9, sendStopSignal, spawnTracked, terminate } from './processes.js';
 import { ping } from './resp.js';
 import { makeTempDir } from './tmp.js';
-
-export { redisCli } from './redis-cli.js';
 
 export interface StartRedisOptions {
   /** Fixed port; by default a free one is picked (and re-picked if it was stolen). */
@@ -113,27 +111,10 @@ export class RedisServer {
     this.#child = await launch(this.port, this.dir, this.args);
   }
 
-  /**
-   * SIGSTOP freezes the server (connections stay open, nothing answers), SIGCONT
-   * resumes it. Resolves once the kernel reports the new state, so the caller can
-   * rely on it immediately.
-   */
+  /** SIGSTOP freezes the server (connections stay open, nothing answers), SIGCONT resumes it; see sendStopSignal. */
   async stopProcess(signal: 'SIGSTOP' | 'SIGCONT'): Promise<void> {
-    const pid = this.pid;
-    process.kill(pid, signal);
-    const wantStopped = signal === 'SIGSTOP';
-    await waitUntil(`pid ${pid} to be ${wantStopped ? 'stopped' : 'continued'}`, async () => {
-      return isStopped(pid) === wantStopped;
-    }, { timeoutMs: 5_000, intervalMs: 5 });
+    await sendStopSignal(this.pid, signal);
   }
-}
-
-/** Reads the process state letter from /proc (Linux); 'T' means stopped by a signal. */
-function isStopped(pid: number): boolean {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name in field 2 may contain spaces, so parse after its closing paren.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state === 'T';
 }
 
 export function startRedis(opts?: StartRedisOptions): Promise<RedisServer> {

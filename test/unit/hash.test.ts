@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { hashKey, homeSlot, shardOf } from '../../dist/src/hash.js';
 import { STRIPE_MASK } from '../../dist/src/memory/layout.js';
 import { keyWithRawHash, rawHash } from '../support/keys.js';
-import { prng } from './shard-harness.js';
+import { prng } from '../support/prng.js';
 
 function sequentialKeys(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `user:${i}`);

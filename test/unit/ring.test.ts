@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   DATA_OFFSET, OP_DELETE, OP_SET, R_HEAD, R_TAIL, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
 } from '../../dist/src/memory/write-queue.js';
-import { prng } from './shard-harness.js';
+import { prng } from '../support/prng.js';
 
 
 interface Rec {

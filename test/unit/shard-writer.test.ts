@@ -10,7 +10,8 @@ import {
 } from '../../dist/src/memory/layout.js';
 import { repairShard } from '../../dist/src/memory/shard-writer.js';
 import { collidingKeys } from '../support/keys.js';
-import { Harness, checkShard, customShard, hashWithHome, prng } from './shard-harness.js';
+import { prng } from '../support/prng.js';
+import { Harness, checkShard, customShard, hashWithHome } from '../support/shard-harness.js';
 
 const KiB = 1024;
 

@@ -6,7 +6,7 @@ import { HEADER_BYTES, STRIPE_MASK, createShardBuffer } from '../../dist/src/mem
 import { NOT_FOUND, Scratch, ShardView } from '../../dist/src/memory/shard-view.js';
 import { STRIPE_STUCK, readBegin, readValid, writeBegin, writeEnd } from '../../dist/src/memory/stripe-lock.js';
 import { repairShard } from '../../dist/src/memory/shard-writer.js';
-import { Harness } from './shard-harness.js';
+import { Harness } from '../support/shard-harness.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
 

@@ -255,5 +255,3 @@ export function hashWithHome(home: number, slots: number, random: () => number):
     if (homeSlot(h, slots) === home) return h;
   }
 }
-
-export { prng } from '../support/prng.js';
