@@ -18,10 +18,6 @@
  * - mixed 90% get / 10% set, Zipf: the writes are not awaited per batch (the
  *   write queue and the owners absorb them, as in a service); the backlog is
  *   settled after the task so it is not left to the next one.
- *
- * And, not timed: how many entries of the value a 64 MiB cache holds (filled
- * past its budget with distinct keys), against the heap lru-cache takes per
- * entry for the same values.
  */
 import os from 'node:os';
 import { LRUCache } from 'lru-cache';
@@ -51,9 +47,6 @@ export const GROUPS = {
   set: 'set · until settled · uniform',
   mixed: 'mixed 90% get / 10% set · Zipf',
 } as const;
-
-export const CAPACITY_GROUP = 'entries a 64 MiB cache holds';
-const CAPACITY_BYTES = 64 * 1024 * 1024;
 
 /** Timed tasks per value kind (see makeTasks). */
 const TASKS_PER_KIND = 19;
@@ -139,44 +132,9 @@ export async function runOps(ctx: ScenarioContext): Promise<ScenarioResult> {
       await defaults.close();
       await shared.close();
     }
-    ctx.progress(done, total, `${VALUE_LABEL[kind]}: filling a 64 MiB cache`);
-    const capacity = await measureCapacity(pool, keyCount);
-    addRow(result, CAPACITY_GROUP, 'shardcache', { value: VALUE_LABEL[kind] }).runs.push({ entries: capacity.entries, bytesPerEntry: capacity.bytesPerEntry });
-    addRow(result, CAPACITY_GROUP, 'lru-cache', { value: VALUE_LABEL[kind] }).runs.push({ entries: Math.floor(CAPACITY_BYTES / capacity.lruBytesPerEntry), bytesPerEntry: capacity.lruBytesPerEntry });
   }
   ctx.progress(total, total, 'done');
   return finishScenario(result);
-}
-
-/**
- * Fills a 64 MiB cache with distinct keys until twice what it can hold has
- * been written, and reports what it holds; and the heap lru-cache takes per
- * entry for `count` of the same values (the same per-entry cost of an unbounded
- * cache), measured around a forced GC when --expose-gc allows one.
- */
-async function measureCapacity(pool: unknown[], count: number): Promise<{ entries: number; bytesPerEntry: number; lruBytesPerEntry: number }> {
-  const cache = await ShardCache.create({ maxBytes: CAPACITY_BYTES, nearCache: 0 });
-  let entries = 0;
-  try {
-    for (let i = 0, last = -1; entries > last; i++) {
-      last = entries;
-      for (let j = 0; j < 100_000; j++) cache.set(`key:${i}:${j}`, pool[j & POOL_MASK]);
-      await cache.settled();
-      entries = cache.size;
-    }
-  } finally {
-    await cache.close();
-  }
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
-  const before = process.memoryUsage().heapUsed;
-  const lru = new LRUCache<string, NonNullable<unknown>>({ max: count });
-  // Fresh values, as a cache holds: each entry its own object.
-  for (let j = 0; j < count; j++) lru.set(`key:0:${j}`, structuredClone(pool[j & POOL_MASK]) as NonNullable<unknown>);
-  gc?.();
-  const lruBytesPerEntry = Math.max(1, Math.round((process.memoryUsage().heapUsed - before) / count));
-  consume(lru.size);
-  return { entries, bytesPerEntry: Math.round(CAPACITY_BYTES / entries), lruBytesPerEntry };
 }
 
 interface Subjects {

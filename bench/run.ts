@@ -21,6 +21,7 @@ import { runEviction } from './eviction.js';
 import { runMemory } from './memory.js';
 import { sink, type BenchConfig, type ScenarioContext } from './measure.js';
 import { runOps } from './ops.js';
+import { runCapacity } from './capacity.js';
 import { runRedisTier } from './redis-tier.js';
 import {
   formatScenario, formatTargets, newScenario, nonPositiveFigures, writeResults,
@@ -47,6 +48,7 @@ const SCENARIOS: Scenario[] = [
   { name: 'ops', about: 'get hit/miss, set, 90/10 mixed on one thread vs lru-cache and Map', run: runOps },
   { name: 'scaling', about: '1..N piscina threads sharing one cache vs an lru-cache per thread', run: (ctx) => runScaling(ctx, RESULTS_DIR) },
   { name: 'shards', about: 'one thread at shard counts 1, 2, 4, … 4 × cores', run: (ctx) => runShardSweep(ctx, RESULTS_DIR) },
+  { name: 'capacity', about: 'entries a 64 MiB budget holds, per value kind, vs lru-cache heap per entry', run: runCapacity },
   { name: 'memory', about: 'millions of ~100 B objects: heap, RSS, GC, event-loop delay (child processes)', run: runMemory },
   { name: 'eviction', about: 'hit ratio of the shard eviction (CLOCK) on the ARC traces vs lru-cache', run: runEviction },
   { name: 'redis', about: 'the Redis tier (needs --redis URL; a stub for now)', run: runRedisTier },

@@ -6,7 +6,8 @@
 import os from 'node:os';
 import { median } from './measure.js';
 import { MEMORY_GROUP } from './memory.js';
-import { CAPACITY_GROUP, GROUPS } from './ops.js';
+import { CAPACITY_GROUP, ISSUE_OBJECT } from './capacity.js';
+import { GROUPS } from './ops.js';
 import type { Row, ScenarioResult, TargetResult } from './report.js';
 import { scalingGroup } from './scaling.js';
 import { VALUE_LABEL } from './values.js';
@@ -28,8 +29,9 @@ export function evaluateTargets(scenarios: ScenarioResult[]): TargetResult[] {
   add('get hit from shared memory (nearCache 0, uniform)', 'shardcache / lru-cache, ops/s, ~100 B object', '>=', 0.25, ops(GROUPS.sharedUniform, 'shardcache')?.vsBaseline.opsPerSec);
   add('get hit from shared memory vs decode alone', "shardcache / msgpackr's default unpack of the same value", '>=', 1.0, perRunRatio(ops(GROUPS.sharedUniform, 'shardcache'), ops(GROUPS.sharedUniform, 'msgpackr unpack'), 'opsPerSec'));
   add('set (encode, until settled)', 'shardcache / lru-cache set, ops/s, ~100 B object', '>=', 0.4, ops(GROUPS.set, 'shardcache')?.vsBaseline.opsPerSec);
-  // 405k: what a 64 MiB cache held of this object before shared structures and one-byte keys (165 B each).
-  add('entries of the object a 64 MiB cache holds', 'entries / 405k (the figure before)', '>=', 1.5, median(ops(CAPACITY_GROUP, 'shardcache')?.runs.map((r) => r.entries!) ?? []) / 405_000 || undefined);
+  // 165 B: what an entry of that object took before shared structures and one-byte keys (405k in 64 MiB).
+  const capacity = find('capacity', (r) => r.group === CAPACITY_GROUP && r.subject === 'shardcache' && r.params.value === ISSUE_OBJECT);
+  add('entries a 64 MiB cache holds', `165 B (before) / bytes per entry, ${ISSUE_OBJECT}`, '>=', 1.5, capacity ? 165 / median(capacity.runs.map((r) => r.bytesPerEntry!)) : undefined);
 
   const scaling = scenarios.find((s) => s.name === 'scaling' && s.status === 'ok');
   if (scaling) {
