@@ -81,7 +81,9 @@ function lruHeapPerEntry(pool: unknown[]): number {
   const before = used();
   const lru = new LRUCache<string, NonNullable<unknown>>({ max: LRU_ENTRIES });
   // Each entry its own value, as a cache holds them.
-  for (let j = 0; j < LRU_ENTRIES; j++) lru.set(`key:0:${j}`, structuredClone(pool[j % POOL_SIZE]) as NonNullable<unknown>);
+  // (A structured clone of a Buffer would copy the whole pool slab it sits in.)
+  const copy = (v: unknown) => (Buffer.isBuffer(v) ? Buffer.from(v) : structuredClone(v)) as NonNullable<unknown>;
+  for (let j = 0; j < LRU_ENTRIES; j++) lru.set(`key:0:${j}`, copy(pool[j % POOL_SIZE]));
   gc?.();
   const perEntry = Math.max(1, Math.round((used() - before) / LRU_ENTRIES));
   consume(lru.size);
