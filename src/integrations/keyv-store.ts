@@ -23,9 +23,9 @@
  * replace the registry and lift that limit.
  *
  * Consistency is the cache's: a write is visible to the writing thread at
- * once, to other threads once its owner applied it (microseconds; await
- * `cache.settled()` to be sure), and with Redis written behind. Waiting for
- * `settled()` in every `set` cost ten times the write here, so it does not.
+ * once, to other threads once its owner applied it (await `cache.settled()`
+ * to be sure), and with Redis written behind. Waiting for `settled()` in
+ * every `set` made a Keyv set about ten times slower here, so it does not.
  * With write-behind, a delete (and clear) resolves only once Redis
  * acknowledged it (`flush()`): `get` reads Redis on a local miss, and until
  * the DEL reaches Redis it would read the old value back there (and keep it).
@@ -145,7 +145,7 @@ export class KeyvShardCache extends EventEmitter implements KeyvStoreAdapter {
 
   /** Whether this store built the cache (and so closes it on disconnect). */
   private readonly owns: boolean;
-  /** The options to build the cache with, until it is built. */
+  /** The options to build the cache with (when it owns it). */
   private readonly cacheOptions: ShardCacheOptions | undefined;
   /** The cache once usable: at once when wrapped, after the first call when owned. */
   private current: ShardCache | undefined;
