@@ -16,7 +16,7 @@
 import { closedError, ShardCacheError } from './errors.js';
 import type { ShardCodec } from './codec.js';
 import { hashKey, shardOf } from './hash.js';
-import { H_WRITE_GENERATION } from './memory/layout.js';
+import { H_LOG_PROCESSED, H_WRITE_GENERATION } from './memory/layout.js';
 import type { ShardView } from './memory/shard-view.js';
 import { OP_FILL } from './memory/write-queue.js';
 import type { Overlay } from './overlay.js';
@@ -46,6 +46,8 @@ export interface FetcherConfig {
   overlay: Overlay;
   codec: ShardCodec;
   maxValueBytes: number;
+  /** The cache writes behind to Redis (decides the FILL stamp). */
+  writeBehind: boolean;
 }
 
 export class Fetcher {
@@ -128,7 +130,7 @@ export class Fetcher {
   }
 
   private generationOf(key: string): number {
-    return writeGenerationOf(this.config.views, key);
+    return fillStamp(this.config.views, key, this.config.writeBehind);
   }
 }
 
@@ -144,7 +146,11 @@ export function keepLocalCopy(writes: WritePath, key: string, remote: TierValue,
   writes.write(OP_FILL, key, hashKey(key), remote.bytes, expires, overlay, generation);
 }
 
-/** The write generation of `key`'s shard, taken before a read of Redis (see keepLocalCopy). */
-export function writeGenerationOf(views: readonly ShardView[], key: string): number {
-  return Atomics.load(views[shardOf(hashKey(key), views.length)]!.i32, H_WRITE_GENERATION);
+/**
+ * The stamp a FILL of `key` carries, taken before the read of Redis: its
+ * shard's write generation, or with write-behind the change-log records the
+ * flusher has processed (see recentDeletes in shard-writer.ts).
+ */
+export function fillStamp(views: readonly ShardView[], key: string, writeBehind: boolean): number {
+  return Atomics.load(views[shardOf(hashKey(key), views.length)]!.i32, writeBehind ? H_LOG_PROCESSED : H_WRITE_GENERATION);
 }

@@ -43,7 +43,7 @@ export interface ShardCacheOptions {
    * Each entry costs the decoded value on that thread's heap plus ~90 bytes
    * (a Map entry and the check's typed-array slots): ~20 MiB per thread at
    * 65 536 entries of ~100-byte objects.
-   * @default one per 2 KiB of maxBytes, from 1024 to 65 536 (32 768 at the default 64 MiB)
+   * @default one per KiB of maxBytes, from 1024 to 65 536 (65 536 at the default 64 MiB)
    */
   nearCache?: number;
   /**
@@ -130,7 +130,7 @@ export function defaultNearCache(maxBytes: number): number {
   return Math.max(NEAR_CACHE_MIN, Math.min(NEAR_CACHE_MAX, Math.floor(maxBytes / NEAR_CACHE_BYTES_PER_ENTRY)));
 }
 
-const NEAR_CACHE_BYTES_PER_ENTRY = 2048;
+const NEAR_CACHE_BYTES_PER_ENTRY = 1024;
 const NEAR_CACHE_MIN = 1024;
 const NEAR_CACHE_MAX = 65_536;
 

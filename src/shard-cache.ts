@@ -110,6 +110,7 @@ export class ShardCache extends EventEmitter {
       overlay,
       codec,
       maxValueBytes: handle.options.maxValueBytes,
+      writeBehind: handle.redis?.writeBehind === true,
     });
     this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec });
     const redisCodec = handle.redis?.codec;

@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { ShardCacheError, closedError, describe } from './errors.js';
-import { writeGenerationOf, keepLocalCopy } from './fetcher.js';
+import { fillStamp, keepLocalCopy } from './fetcher.js';
 import { hashKey } from './hash.js';
 import { C_CLOSED, createControl } from './memory/control.js';
 import { createShardBuffer } from './memory/layout.js';
@@ -145,7 +145,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
     keepLocal: (key, remote, generation) => {
       if (open()) keepLocalCopy(writes, key, remote, generation, resolved.maxValueBytes, undefined);
     },
-    generationOf: (key) => writeGenerationOf(views, key),
+    generationOf: (key) => fillStamp(views, key, wb !== undefined),
   });
   parts.tier = tier;
   if (bus) await bus.ready.catch(() => {});

@@ -131,6 +131,10 @@ export class WritePath {
         );
       }
       if (Atomics.load(control, C_CLOSED) !== 0) throw closedError();
+      // This thread's last writes may still wait for the wake-up planned after
+      // the burst, in a microtask that cannot run while this thread blocks:
+      // without them applied and logged, the flusher has nothing to settle.
+      this.wakeAfterBurst();
       // The flusher notifies this word each time it settles writes.
       Atomics.wait(control, C_REDIS_PENDING, pending, Math.min(left, WAIT_SLICE_MS));
     }
@@ -153,6 +157,7 @@ export class WritePath {
     }
   }
 
+  /** Wakes every owner this thread queued writes for since it last woke them. */
   private readonly wakeAfterBurst = (): void => {
     this.wakeScheduled = false;
     for (let shard = 0; shard < this.unsignaledBytes.length; shard++) {

@@ -53,6 +53,8 @@ export const H_DIRTY = 14; // entries still waiting to be written to Redis
 export const H_STALLED = 15; // 1 while the owner cannot make room because everything left is dirty
 export const H_WRITE_GENERATION = 16; // bumped by every set, delete and clear the owner applies
 export const H_LOG_RECORDS = 17; // records appended to the change log so far (wrapping)
+// Written by the Redis flusher, not the owner: every change-log record up to this number is flushed or failed.
+export const H_LOG_PROCESSED = 18;
 // Producers read SLEEPING on every write; the owner writes the words above on
 // every apply. Sharing a cache line, each write would cost producers a miss.
 export const H_DOORBELL = 56; // producers bump and notify it to wake a sleeping owner

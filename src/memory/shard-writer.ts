@@ -50,13 +50,25 @@ export class ShardWriter extends ShardView {
   /** Byte offset of the entry the last applied set wrote. */
   private lastEntryAt = 0;
   /**
-   * Keys deleted recently, with the write generation of the delete: a value
-   * read from Redis before the delete must not bring the key back (FILL).
-   * Bounded; `forgottenGeneration` is the newest generation dropped from it,
-   * and a FILL older than that is refused outright.
+   * Keys deleted recently, with the delete's stamp: a value read from Redis
+   * that may predate the delete must not bring the key back (FILL). A FILL
+   * carries the stamp its read began at (see fillStamp in fetcher.ts):
+   *
+   * - without write-behind, the shard's write generation: a delete applied
+   *   after the read began is newer than it;
+   * - with write-behind, the number of change-log records the flusher had
+   *   processed: a delete whose record was not yet processed when the read
+   *   began may not have reached Redis, so Redis may still hold the old
+   *   value (a delete applied later has a later record too). Without this,
+   *   a fetch between a delete and its flush brought the old value back as a
+   *   clean entry, and the flusher, finding the key present and clean, never
+   *   sent the DEL.
+   *
+   * Bounded; `forgottenStamp` is the newest stamp dropped from it, and a FILL
+   * older than that is refused outright.
    */
   private readonly recentDeletes = new Map<string, number>();
-  private forgottenGeneration = 0;
+  private forgottenStamp = 0;
   now: () => number = Date.now;
 
   constructor(sab: SharedArrayBuffer) {
@@ -109,7 +121,7 @@ export class ShardWriter extends ShardView {
       case OP_CLEAR:
         this.clear();
         this.recentDeletes.clear();
-        this.forgottenGeneration = this.i32[H_WRITE_GENERATION]! + 1;
+        this.forgottenStamp = this.nextStamp();
         break;
       default: throw new Error(`shardcache: unknown write op ${op}`);
     }
@@ -202,22 +214,33 @@ export class ShardWriter extends ShardView {
   }
 
   private rememberDelete(key: string): void {
-    const generation = this.i32[H_WRITE_GENERATION]! + 1;
     this.recentDeletes.delete(key);
-    this.recentDeletes.set(key, generation);
+    this.recentDeletes.set(key, this.nextStamp());
     if (this.recentDeletes.size > RECENT_DELETES) {
-      const [oldest, oldestGeneration] = this.recentDeletes.entries().next().value as [string, number];
+      const [oldest, oldestStamp] = this.recentDeletes.entries().next().value as [string, number];
       this.recentDeletes.delete(oldest);
-      this.forgottenGeneration = oldestGeneration;
+      this.forgottenStamp = oldestStamp;
     }
   }
 
-  /** Whether the FILL at `offset` (stamped with the generation its read began at) predates a delete of its key. */
+  /** The stamp of the change being applied (before apply() counts it): its generation, or its change-log record. */
+  private nextStamp(): number {
+    return this.changeLog === undefined ? (this.i32[H_WRITE_GENERATION]! + 1) | 0 : (this.i32[H_LOG_RECORDS]! + 1) & RECORD_NUMBER_MASK;
+  }
+
+  /** Whether stamp `a` is later than stamp `b` (both wrap: generations at 2^32, record numbers at 2^30). */
+  private later(a: number, b: number): boolean {
+    if (this.changeLog === undefined) return ((a - b) | 0) > 0;
+    const ahead = (a - b) & RECORD_NUMBER_MASK;
+    return ahead !== 0 && ahead < RECORD_NUMBER_MASK >>> 1;
+  }
+
+  /** Whether the FILL at `offset` (stamped when its read began) may predate a delete of its key. */
   private deletedSince(ring: Ring, offset: number): boolean {
     const readAt = ring.spare(offset);
-    if (((this.forgottenGeneration - readAt) | 0) > 0) return true;
+    if (this.later(this.forgottenStamp, readAt)) return true;
     const deletedAt = this.recentDeletes.get(ring.readKey(offset));
-    return deletedAt !== undefined && ((deletedAt - readAt) | 0) > 0;
+    return deletedAt !== undefined && this.later(deletedAt, readAt);
   }
 
   private probeRecordKey(ring: Ring, offset: number): number {

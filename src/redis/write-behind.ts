@@ -29,7 +29,7 @@ import { ShardCacheError } from '../errors.js';
 import {
   C_FLUSH_BELL, C_REDIS_PENDING, F_REDIS_FAILED, F_REDIS_FLUSHED, F_REDIS_LAST_FLUSH_MS, F_REDIS_RETRIES,
 } from '../memory/control.js';
-import { FLAG_DIRTY, RECORD_NUMBER_MASK } from '../memory/layout.js';
+import { FLAG_DIRTY, H_LOG_PROCESSED, RECORD_NUMBER_MASK } from '../memory/layout.js';
 import { NOT_FOUND, Scratch, type ShardView } from '../memory/shard-view.js';
 import { OP_CLEAN, OP_CLEAR, OP_DELETE, RingConsumer, RingProducer, recordBytes } from '../memory/write-queue.js';
 import { Cluster } from 'ioredis';
@@ -181,8 +181,13 @@ export class WriteBehind extends EventEmitter {
       if (records === 0) return;
       const started = performance.now();
       if (clear) await this.untilDone(() => this.clearRedis());
-      await this.send(keys, [...this.taken]);
-      for (let shard = 0; shard < ends.length; shard++) this.done[shard] = ends[shard]!;
+      const through = [...this.taken];
+      await this.send(keys, through);
+      for (let shard = 0; shard < ends.length; shard++) {
+        this.done[shard] = ends[shard]!;
+        // Values read from Redis from now on are past these records' deletes (see recentDeletes in shard-writer.ts).
+        Atomics.store(this.config.views[shard]!.i32, H_LOG_PROCESSED, through[shard]!);
+      }
       this.stats[F_REDIS_LAST_FLUSH_MS] = performance.now() - started;
       this.emit('progress');
       if (this.stopped) return;

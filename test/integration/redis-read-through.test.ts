@@ -163,4 +163,28 @@ describe('Redis read-through', () => {
     await cache.flush();
     expect(await client.exists('app:k')).toBe(0);
   });
+
+  it('does not let a fetch between a delete and its flush bring the key back, locally or in Redis (main and worker threads)', async () => {
+    const { cache, client } = await cacheOn();
+    const pool = piscinaPool('cache-worker.mjs', 1, cleanup);
+    for (const key of ['main', 'worker']) cache.set(key, 'v1');
+    await cache.flush();
+    // Deleted locally and applied, while the DEL still waits for the next flush (no timer).
+    for (const key of ['main', 'worker']) cache.delete(key);
+    await cache.settled();
+    expect(await client.exists('app:main', 'app:worker')).toBe(2);
+    // Each fetch reads Redis, which still has v1; whatever it returns, nothing of it may stay.
+    await cache.fetch('main');
+    await pool.run({ job: 'fetch', handle: cache.handle, key: 'worker', callers: 2 });
+    await cache.settled();
+    expect(cache.get('main')).toBeUndefined();
+    expect(cache.get('worker')).toBeUndefined();
+    await cache.flush();
+    expect(await client.exists('app:main', 'app:worker')).toBe(0);
+    // Once the DELs are flushed, a value written by someone else is fetched and kept again.
+    await client.set('app:main', encode('v2'));
+    expect(await cache.fetch('main')).toBe('v2');
+    await cache.settled();
+    expect(cache.get('main')).toBe('v2');
+  });
 });

@@ -28,9 +28,9 @@ describe('resolveOptions', () => {
     expect(r.shards).toBe(os.availableParallelism());
     expect(r.maxBytes).toBe(64 * MiB);
     expect(r.ttlMs).toBe(0);
-    expect(r.nearCache).toBe(32_768); // one per 2 KiB of maxBytes
-    expect(resolveOptions({ maxBytes: 1 * MiB }).nearCache).toBe(1024);
-    expect(resolveOptions({ maxBytes: 1024 * MiB }).nearCache).toBe(65_536);
+    expect(r.nearCache).toBe(65_536); // one per KiB of maxBytes, at most 65 536
+    expect(resolveOptions({ maxBytes: 512 * 1024, shards: 1 }).nearCache).toBe(1024);
+    expect(resolveOptions({ maxBytes: 32 * MiB }).nearCache).toBe(32_768);
     expect(r.maxValueBytes).toBe(Math.min(DEFAULTS.maxValueBytes, largestValueFor(shardGeometry(r.shardBytes))));
     expect(r.shardBytes * r.shards).toBeLessThanOrEqual(r.maxBytes);
     expect(resolveOptions({})).toEqual(r);
