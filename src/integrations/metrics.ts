@@ -11,8 +11,15 @@
  * reports (cumulative). Register in one thread per cache: every thread's
  * `stats()` reads the same memory, so two registrations count everything twice.
  */
-import { ValueType, type BatchObservableResult, type Meter, type Observable } from '@opentelemetry/api';
+import type { BatchObservableResult, Meter, Observable, ValueType } from '@opentelemetry/api';
 import { ShardCache, ShardCacheError, type ShardCacheStats } from '../index.js';
+
+/**
+ * OpenTelemetry's ValueType.INT (0 in its stable API). Only types are imported
+ * from @opentelemetry/api, so this module loads without it: the meter passed
+ * in brings the implementation.
+ */
+const VALUE_TYPE_INT = 0 as ValueType;
 
 type Kind = 'counter' | 'gauge' | 'updown';
 
@@ -46,7 +53,7 @@ const REDIS_INSTRUMENTS: readonly InstrumentSpec[] = [
 ];
 
 function create(meter: Meter, spec: InstrumentSpec): Observable {
-  const options = { description: spec.description, unit: spec.unit, valueType: ValueType.INT };
+  const options = { description: spec.description, unit: spec.unit, valueType: VALUE_TYPE_INT };
   switch (spec.kind) {
     case 'counter': return meter.createObservableCounter(spec.name, options);
     case 'gauge': return meter.createObservableGauge(spec.name, options);
