@@ -9,6 +9,7 @@
  * its TTL and lost the lock can be told apart by the resource it writes to.
  */
 import { ShardCacheError } from './errors.js';
+import { MAX_TIMER_MS } from './options.js';
 
 export interface LockOptions {
   /**
@@ -106,7 +107,7 @@ function heldLock<T>(key: string, backend: LockBackend<T>, holder: T, fence: num
         clearInterval(timer);
         markLost();
       });
-    }, Math.max(1, Math.floor(ttlMs / 3)));
+    }, Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(ttlMs / 3))));
     timer.unref();
   }
   return {

@@ -26,7 +26,8 @@ export interface ShardCacheOptions {
   maxBytes?: number;
   /**
    * Default time to live in milliseconds for `set` without its own `ttlMs`.
-   * 0 means entries do not expire (not "expire at once").
+   * 0 or Infinity means entries do not expire (not "expire at once"); any
+   * finite TTL works, a year or more.
    * @default 0
    */
   ttlMs?: number;
@@ -101,8 +102,7 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
   if (shardBytes > MAX_SHARD_BYTES) {
     throw invalidOption('maxBytes', `must be at most 2 GiB per shard; raise options.shards`, maxBytes);
   }
-  const ttlMs = options.ttlMs ?? DEFAULTS.ttlMs;
-  validateTtl(ttlMs, 'ttlMs');
+  const ttlMs = resolveTtl(options.ttlMs ?? DEFAULTS.ttlMs, 'ttlMs');
   const largest = largestValueFor(shardGeometry(shardBytes));
   const maxValueBytes = options.maxValueBytes ?? Math.min(DEFAULTS.maxValueBytes, largest);
   if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > largest) {
@@ -141,8 +141,17 @@ export function validateTimeout(ms: unknown, name: string): asserts ms is number
   }
 }
 
-export function validateTtl(ttlMs: unknown, name: string): asserts ttlMs is number {
-  if (typeof ttlMs !== 'number' || !(ttlMs >= 0) || !Number.isFinite(ttlMs)) {
-    throw invalidOption(name, 'must be a finite number of milliseconds, 0 (no expiry) or more', ttlMs);
+/**
+ * A TTL in ms as the cache keeps it: 0 and Infinity both mean no expiry (0 is
+ * returned for both). Any finite TTL works, a year or more: TTLs become
+ * absolute expiry times (ms since the epoch, exact in a double), never timers.
+ */
+export function resolveTtl(ttlMs: unknown, name: string): number {
+  if (typeof ttlMs !== 'number' || !(ttlMs >= 0)) {
+    throw invalidOption(name, 'must be a number of milliseconds, 0 or Infinity (no expiry) or more', ttlMs);
   }
+  return ttlMs === Infinity ? 0 : ttlMs;
 }
+
+/** setTimeout's longest delay (about 24.8 days): longer waits are re-armed, never passed to it. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -29,7 +29,7 @@ import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
 import { OP_CLEAR, OP_DELETE, OP_SET } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
 import { createNearCache, freezeIfShareable, type NearCache } from './near-cache.js';
-import { FLUSH_TIMEOUT_MS, validateTimeout, validateTtl, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
+import { FLUSH_TIMEOUT_MS, resolveTtl, validateTimeout, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
 import { Overlay } from './overlay.js';
 import type { OwnerPool } from './owner-pool.js';
 import { checkForCodec } from './redis/redis-codec.js';
@@ -43,7 +43,7 @@ export type { FetchOptions } from './fetcher.js';
 export type { RedisStats, ShardCacheStats } from './stats.js';
 
 export interface SetOptions {
-  /** Time to live in ms for this entry; 0 = never expires. Defaults to the cache's `ttlMs`. */
+  /** Time to live in ms for this entry; 0 or Infinity = never expires. Defaults to the cache's `ttlMs`. */
   ttlMs?: number;
 }
 
@@ -287,11 +287,7 @@ export class ShardCache extends EventEmitter {
    */
   set(key: string, value: unknown, options?: SetOptions): this {
     this.checkWrite(key);
-    let ttl = this.options.ttlMs;
-    if (options?.ttlMs !== undefined) {
-      validateTtl(options.ttlMs, 'ttlMs');
-      ttl = options.ttlMs;
-    }
+    const ttl = options?.ttlMs === undefined ? this.options.ttlMs : resolveTtl(options.ttlMs, 'ttlMs');
     if (value === undefined) {
       this.delete(key);
       return this;
@@ -312,10 +308,9 @@ export class ShardCache extends EventEmitter {
       if (!Array.isArray(entry)) throw new ShardCacheError('ERR_INVALID_KEY', `each entry must be a [key, value] pair (got ${describe(entry)})`);
       this.checkWrite(entry[0]);
     }
-    if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
+    const ttl = options?.ttlMs === undefined ? this.options.ttlMs : resolveTtl(options.ttlMs, 'ttlMs');
     // pack() reuses its buffer: copy before the next encode.
     const encoded = list.map(([key, value]) => (value === undefined ? undefined : Buffer.from(this.encodeValue(key, value))));
-    const ttl = options?.ttlMs ?? this.options.ttlMs;
     const expires = ttl > 0 ? Date.now() + ttl : 0;
     for (let i = 0; i < list.length; i++) {
       const key = list[i]![0];
@@ -432,7 +427,7 @@ export class ShardCache extends EventEmitter {
 
   private checkFetch(key: string, options: FetchOptions<unknown> | undefined): void {
     this.checkRedisKey(key);
-    if (options?.ttlMs !== undefined) validateTtl(options.ttlMs, 'ttlMs');
+    if (options?.ttlMs !== undefined) resolveTtl(options.ttlMs, 'ttlMs');
   }
 
   /**

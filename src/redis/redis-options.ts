@@ -3,6 +3,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { ShardCacheError, invalidOption } from '../errors.js';
+import { MAX_TIMER_MS } from '../options.js';
 import { codecKind, isCodecOption, type CodecKind, type CodecOption } from './redis-codec.js';
 
 export interface WriteBehindOptions {
@@ -130,7 +131,7 @@ export function resolveRedisOptions(options: RedisOptions): ResolvedRedisOptions
     const wb = options.writeBehind ?? {};
     if (wb === null || typeof wb !== 'object') throw invalidOption('redis.writeBehind', 'must be false or an object', wb);
     writeBehind = {
-      flushIntervalMs: positive(wb.flushIntervalMs ?? REDIS_DEFAULTS.flushIntervalMs, 'redis.writeBehind.flushIntervalMs', 0),
+      flushIntervalMs: Math.min(MAX_TIMER_MS, positive(wb.flushIntervalMs ?? REDIS_DEFAULTS.flushIntervalMs, 'redis.writeBehind.flushIntervalMs', 0)),
       batchSize: positive(wb.batchSize ?? REDIS_DEFAULTS.batchSize, 'redis.writeBehind.batchSize', 1, true),
       maxPending: positive(wb.maxPending ?? REDIS_DEFAULTS.maxPending, 'redis.writeBehind.maxPending', 1, true),
       maxAttempts: positive(wb.maxAttempts ?? REDIS_DEFAULTS.maxAttempts, 'redis.writeBehind.maxAttempts', 1, true),

@@ -35,6 +35,7 @@ import { OP_CLEAN, OP_CLEAR, OP_DELETE, RingConsumer, RingProducer, recordBytes 
 import { Cluster } from 'ioredis';
 import type { RedisCodec } from './redis-codec.js';
 import type { WriteBehindOptions } from './redis-options.js';
+import { MAX_TIMER_MS } from '../options.js';
 import { groupByNode, isConnectionError, type Client } from './redis-target.js';
 
 const BACKOFF_MIN_MS = 25;
@@ -156,14 +157,23 @@ export class WriteBehind extends EventEmitter {
         cleanup();
         resolve();
       };
-      const timeout = setTimeout(() => {
+      const deadline = Date.now() + timeoutMs;
+      let timeout: NodeJS.Timeout;
+      // Re-armed in slices: setTimeout fires at once for delays past MAX_TIMER_MS.
+      const arm = () => {
+        const left = deadline - Date.now();
+        if (left > 0) {
+          timeout = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+          return;
+        }
         cleanup();
         reject(new ShardCacheError('ERR_FLUSH_TIMEOUT', `flush() timed out after ${timeoutMs} ms with ${this.pending} write(s) still pending for Redis`));
-      }, timeoutMs);
+      };
       const cleanup = () => {
         clearTimeout(timeout);
         this.off('progress', onProgress);
       };
+      arm();
       this.on('progress', onProgress);
     });
   }

@@ -155,6 +155,25 @@ describe('Redis write-behind', () => {
     }
   });
 
+  it('takes TTLs of a year and Infinity (no expiry), locally and in Redis, and flush() waits with a year-long timeout', async () => {
+    const YEAR = 365 * 24 * 3600 * 1000;
+    const { cache, client } = await cacheOn();
+    cache.set('year', 'v', { ttlMs: YEAR });
+    cache.set('forever', 'v', { ttlMs: Number.POSITIVE_INFINITY });
+    cache.setMany([['many', 'v']], { ttlMs: YEAR * 2 });
+    // A timeout past setTimeout's 24.8 days must not fire at once.
+    await cache.flush({ timeoutMs: YEAR });
+    await cache.settled();
+    for (const key of ['year', 'forever', 'many']) expect(cache.get(key), key).toBe('v');
+    const year = await client.pttl('app:year');
+    expect(year).toBeGreaterThan(YEAR - 60_000);
+    expect(year).toBeLessThanOrEqual(YEAR);
+    expect(await client.pttl('app:many')).toBeGreaterThan(2 * YEAR - 60_000);
+    expect(await client.pttl('app:forever')).toBe(-1);
+    const lock = await cache.lock('year-lock', { ttlMs: YEAR, autoRenew: true });
+    expect(await lock.release()).toBe(true);
+  });
+
   it('carries the TTL to Redis as PX and removes deleted keys', async () => {
     const { cache, client } = await cacheOn();
     cache.set('ttl', 'v', { ttlMs: 60_000 });

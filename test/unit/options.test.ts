@@ -59,12 +59,17 @@ describe('resolveOptions', () => {
   it.each<[string, unknown]>([
     ['shards', 0], ['shards', 257], ['shards', 1.5], ['shards', -1], ['shards', Number.NaN], ['shards', '2'],
     ['maxBytes', 0], ['maxBytes', -1], ['maxBytes', 1.5], ['maxBytes', '64mb'], ['maxBytes', Number.POSITIVE_INFINITY],
-    ['ttlMs', -1], ['ttlMs', Number.NaN], ['ttlMs', Number.POSITIVE_INFINITY], ['ttlMs', '10'],
+    ['ttlMs', -1], ['ttlMs', Number.NaN], ['ttlMs', Number.NEGATIVE_INFINITY], ['ttlMs', '10'],
     ['maxValueBytes', 0], ['maxValueBytes', 1.5], ['maxValueBytes', 1e12],
     ['nearCache', -1], ['nearCache', 0.5], ['nearCache', 1e9],
     ['backpressureTimeoutMs', -1], ['backpressureTimeoutMs', Number.NaN],
   ])('refuses options.%s = %s, naming it', (name, value) => {
     invalid({ shards: 2, maxBytes: 8 * MiB, [name]: value }, name);
+  });
+
+  it('takes any TTL up to Infinity: Infinity means no expiry, as 0 does', () => {
+    expect(resolveOptions({ ttlMs: Number.POSITIVE_INFINITY }).ttlMs).toBe(0);
+    expect(resolveOptions({ ttlMs: 365 * 24 * 3600 * 1000 }).ttlMs).toBe(365 * 24 * 3600 * 1000);
   });
 
   it('refuses a budget too small for its shards, or over 2 GiB per shard, naming maxBytes', () => {
