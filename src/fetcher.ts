@@ -10,8 +10,8 @@
  *
  * A value read from Redis is kept locally as a FILL record, which the owner
  * stores only if no local write of the key happened meanwhile: the record
- * carries the shard's write generation from before the read, and the owner
- * refuses a FILL older than a delete of its key (see ShardWriter.deletedSince).
+ * carries a stamp taken before the read (fillStamp), and the owner refuses a
+ * FILL that a delete of its key may be newer than (see ShardWriter.deletedSince).
  */
 import { closedError, ShardCacheError } from './errors.js';
 import type { ShardCodec } from './codec.js';
@@ -67,13 +67,13 @@ export class Fetcher {
   async fetchMissing<T>(keys: readonly string[], values: (T | undefined)[], missing: number[], options: FetchOptions<T> | undefined): Promise<void> {
     const tier = this.config.tier;
     if (tier) {
-      const generations = missing.map((i) => this.generationOf(keys[i]!));
+      const stamps = missing.map((i) => this.stampOf(keys[i]!));
       const remote = await tier.fetchMany(missing.map((i) => keys[i]!));
       let failed: TierValue | undefined;
       missing.forEach((i, n) => {
         const found = remote[n]!;
         if (found.error) failed ??= found;
-        else if (found.found) values[i] = this.accept(keys[i]!, found, generations[n]!) as T;
+        else if (found.found) values[i] = this.accept(keys[i]!, found, stamps[n]!) as T;
       });
       // The other keys were kept (and are returned by the next call); this one's bytes are bad.
       if (failed) throw ShardCacheError.fromWire(failed.error!);
@@ -99,10 +99,10 @@ export class Fetcher {
   private async readThenLoad(key: string, options: FetchOptions | undefined): Promise<unknown> {
     const tier = this.config.tier;
     if (tier) {
-      const generation = this.generationOf(key);
+      const stamp = this.stampOf(key);
       const remote = await tier.fetch(key);
       if (this.config.target.closed) throw closedError();
-      if (remote.found) return this.accept(key, remote, generation);
+      if (remote.found) return this.accept(key, remote, stamp);
     }
     return this.load(key, options);
   }
@@ -117,33 +117,34 @@ export class Fetcher {
   }
 
   /** The value read from Redis; keeps a local copy (never written back). */
-  private accept(key: string, remote: TierValue, generation: number): unknown {
+  private accept(key: string, remote: TierValue, stamp: number): unknown {
     if (remote.bytes === null) return remote.value;
     const value = this.config.codec.decodeRange(remote.bytes, 0, remote.bytes.length);
-    this.keepLocal(key, remote, generation, true);
+    this.keepLocal(key, remote, stamp, true);
     return value;
   }
 
-  private keepLocal(key: string, remote: TierValue, generation: number, overlay: boolean): void {
+  private keepLocal(key: string, remote: TierValue, stamp: number, overlay: boolean): void {
     const { target, writes, maxValueBytes } = this.config;
-    if (!target.closed) keepLocalCopy(writes, key, remote, generation, maxValueBytes, overlay ? this.config.overlay : undefined);
+    if (!target.closed) keepLocalCopy(writes, key, remote, stamp, maxValueBytes, overlay ? this.config.overlay : undefined);
   }
 
-  private generationOf(key: string): number {
+  private stampOf(key: string): number {
     return fillStamp(this.config.views, key, this.config.writeBehind);
   }
 }
 
 /**
  * Stores a value read from Redis locally, unless it may be stale: invalidated
- * while in flight, or (checked by the owner) the key was deleted locally after
- * `generation`. With `overlay`, the calling thread sees it at once. The
- * creating thread also calls this for the reads it serves other threads.
+ * while in flight, or (checked by the owner) a delete of the key may be newer
+ * than the read, which began at `stamp` (see fillStamp). With `overlay`, the
+ * calling thread sees it at once. The creating thread also calls this for the
+ * reads it serves other threads.
  */
-export function keepLocalCopy(writes: WritePath, key: string, remote: TierValue, generation: number, maxValueBytes: number, overlay: Overlay | undefined): void {
+export function keepLocalCopy(writes: WritePath, key: string, remote: TierValue, stamp: number, maxValueBytes: number, overlay: Overlay | undefined): void {
   if (!remote.cacheable || !remote.bytes || remote.bytes.length > maxValueBytes) return;
   const expires = remote.ttlMs > 0 ? Date.now() + remote.ttlMs : 0;
-  writes.write(OP_FILL, key, hashKey(key), remote.bytes, expires, overlay, generation);
+  writes.write(OP_FILL, key, hashKey(key), remote.bytes, expires, overlay, stamp);
 }
 
 /**
