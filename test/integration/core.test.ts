@@ -423,10 +423,20 @@ describe('TTL', () => {
   });
 
   it('refuses a bad ttlMs on set with ERR_INVALID_OPTION', () => {
-    for (const ttlMs of [-1, Number.NaN, Number.POSITIVE_INFINITY, '5']) {
+    for (const ttlMs of [-1, Number.NaN, Number.NEGATIVE_INFINITY, '5']) {
       const error = expectCode(() => cache.set('ttl:bad', 1, { ttlMs: ttlMs as number }), 'ERR_INVALID_OPTION');
       expect(error.message).toContain('ttlMs');
     }
+    expect(cache.get('ttl:bad')).toBeUndefined();
+  });
+
+  it('takes a TTL of a year, and Infinity as no expiry', async () => {
+    cache.set('ttl:year', 'y', { ttlMs: 365 * 24 * 3600 * 1000 });
+    cache.set('ttl:forever', 'f', { ttlMs: Number.POSITIVE_INFINITY });
+    await cache.settled();
+    expect(cache.get('ttl:year')).toBe('y');
+    expect(cache.get('ttl:forever')).toBe('f');
+    expect(cache.has('ttl:forever')).toBe(true);
   });
 });
 
