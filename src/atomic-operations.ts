@@ -44,6 +44,9 @@ export interface AtomicOperationsConfig {
   codec: ShardCodec;
 }
 
+/** Longest a background refresh holds its guard (a loader that never settles releases it then). */
+const REFRESH_TTL_MS = 60_000;
+
 export class AtomicOperations {
   private readonly config: AtomicOperationsConfig;
   private lockTable: LockTable | undefined;
@@ -55,6 +58,22 @@ export class AtomicOperations {
 
   lock(key: string, options?: LockOptions): Promise<Lock> {
     return acquireLock(key, this.lockBackend(key), options);
+  }
+
+  /**
+   * The right to refresh `key` in the background (stale-while-revalidate),
+   * process-wide: a lock of the shared-memory table on a name of its own, not
+   * waited for. Null if another thread (or caller) refreshes it now. Held at
+   * most REFRESH_TTL_MS should a refresh never end.
+   */
+  async tryRefresh(key: string): Promise<Lock | null> {
+    const name = `\u0000refresh:${key}`;
+    try {
+      return await acquireLock(name, this.localLockBackend(name), { ttlMs: REFRESH_TTL_MS, waitMs: 0 });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_LOCK_TIMEOUT') return null;
+      throw error;
+    }
   }
 
   async incr(key: string, by: number): Promise<number> {

@@ -18,6 +18,7 @@ export type ShardCacheErrorCode =
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_NOT_A_NUMBER'
   | 'ERR_REDIS'
+  | 'ERR_REFRESH_FAILED'
   | 'ERR_OWNER_FAILED';
 
 export class ShardCacheError extends Error {

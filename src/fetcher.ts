@@ -17,7 +17,8 @@ import { closedError, ShardCacheError } from './errors.js';
 import type { ShardCodec } from './codec.js';
 import { hashKey, shardOf } from './hash.js';
 import { H_LOG_PROCESSED, H_WRITE_GENERATION } from './memory/layout.js';
-import type { ShardView } from './memory/shard-view.js';
+import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
+import type { EventEmitter } from 'node:events';
 import { OP_FILL } from './memory/write-queue.js';
 import type { Overlay } from './overlay.js';
 import type { TierAccess, TierValue } from './redis/redis-tier.js';
@@ -28,14 +29,27 @@ export interface FetchOptions<T = unknown> {
   loader?: (key: string) => T | undefined | Promise<T | undefined>;
   /** TTL for a value the loader produced; defaults to the cache's `ttlMs`. */
   ttlMs?: number;
+  /**
+   * Stale-while-revalidate: a value the loader produced stays for this long
+   * after its TTL ran out, and in that window `fetch` returns it at once and
+   * starts one refresh through the loader in the background (one per key per
+   * process, across threads). `get` and `has` never return a stale value. A
+   * failed refresh is reported by the `error` event; the stale value stays
+   * until the window ends. Whole seconds (rounded up), at most ~9 hours.
+   * @default 0 (no window)
+   */
+  staleWhileRevalidateMs?: number;
 }
 
 /** What the fetcher needs of the cache it serves: its public reads and writes, and whether it is closed. */
 export interface FetchTarget {
   readonly closed: boolean;
   get(key: string): unknown;
-  set(key: string, value: unknown, options?: { ttlMs?: number }): unknown;
+  set(key: string, value: unknown, options?: { ttlMs?: number; staleWhileRevalidateMs?: number }): unknown;
 }
+
+/** Takes the process-wide right to refresh `key` (a lock of the lock table, not waited for), or null if another thread has it. */
+export type RefreshGuard = (key: string) => Promise<{ release(): Promise<boolean> } | null>;
 
 export interface FetcherConfig {
   target: FetchTarget;
@@ -48,19 +62,62 @@ export interface FetcherConfig {
   maxValueBytes: number;
   /** The cache writes behind to Redis (decides the FILL stamp). */
   writeBehind: boolean;
+  refreshGuard: RefreshGuard;
+  /** Where a failed background refresh is reported (the cache's `error` event). */
+  problems: EventEmitter;
 }
 
 export class Fetcher {
   private readonly config: FetcherConfig;
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly scratch = new Scratch();
 
   constructor(config: FetcherConfig) {
     this.config = config;
   }
 
-  /** The miss path of `fetch`: Redis, then the loader. */
+  /** The miss path of `fetch`: a stale value being refreshed, or Redis, then the loader. */
   fetchMiss<T>(key: string, options: FetchOptions<T> | undefined): Promise<T | undefined> {
+    if (options?.loader && options.staleWhileRevalidateMs) {
+      const stale = this.readStale(key);
+      if (stale !== undefined) {
+        this.refresh(key, options);
+        return Promise.resolve(stale as T);
+      }
+    }
     return this.singleFlight(key, () => this.readThenLoad(key, options)) as Promise<T | undefined>;
+  }
+
+  /** The value of `key` past its freshness but inside its stale window, if there is one. */
+  private readStale(key: string): unknown {
+    const hash = hashKey(key);
+    const views = this.config.views;
+    const length = views[shardOf(hash, views.length)]!.read(key, hash, Date.now(), this.scratch, true);
+    return length === NOT_FOUND ? undefined : this.config.codec.decodeRange(this.scratch.buffer, 0, length);
+  }
+
+  /**
+   * Reloads a stale `key` in the background: once per key on this thread (the
+   * single flight), and once per key in the process (the refresh guard, which
+   * another thread's refresh holds). The loader's value replaces the stale one.
+   */
+  private refresh(key: string, options: FetchOptions): void {
+    if (this.inFlight.has(key)) return;
+    void this.singleFlight(key, async () => {
+      const guard = await this.config.refreshGuard(key);
+      if (guard === null) return undefined;
+      try {
+        return await this.load(key, options);
+      } catch (error) {
+        this.config.problems.emit('error', Object.assign(
+          new ShardCacheError('ERR_REFRESH_FAILED', `the background refresh of ${JSON.stringify(key)} failed; its stale value stays until its window ends: ${(error as Error)?.message ?? String(error)}`, { cause: error }),
+          { key },
+        ));
+        return undefined;
+      } finally {
+        await guard.release();
+      }
+    });
   }
 
   /** The miss path of `fetchMany`: one tier call for all `missing` indexes of `keys`, then loaders. */
@@ -112,7 +169,7 @@ export class Fetcher {
     if (!options?.loader) return undefined;
     const value = await options.loader(key);
     const target = this.config.target;
-    if (value !== undefined && !target.closed) target.set(key, value, options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : undefined);
+    if (value !== undefined && !target.closed) target.set(key, value, { ttlMs: options.ttlMs, staleWhileRevalidateMs: options.staleWhileRevalidateMs });
     return value;
   }
 

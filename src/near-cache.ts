@@ -101,7 +101,8 @@ export class NearCache {
     this.seq[id] = view.foundSeq;
     this.stripe[id] = view.foundStripe;
     this.version[id] = view.foundVersion;
-    this.expires[id] = view.foundExpires;
+    // Served only while fresh: a stale value is fetch's to serve, never get's.
+    this.expires[id] = view.foundFreshUntil;
   }
 
   clear(): void {

@@ -75,13 +75,15 @@ export class Overlay {
     return this.codec.decodeRange(ring.u8, start, start + ring.valueLength(at));
   }
 
-  /** Whether the queued write leaves a live (unexpired) value. */
+  /** Whether the queued write leaves a live (unexpired, fresh) value. */
   isLive(queued: QueuedWrite): boolean {
     const ring = this.producers[queued.shard]!;
     const op = ring.op(queued.offset);
     if (op !== OP_SET && op !== OP_FILL && op !== OP_PUT) return false;
     const expires = ring.expires(queued.offset);
-    return expires === 0 || expires > Date.now();
+    // A SET's spare word is its stale window in seconds: fresh until expires minus that.
+    const staleMs = op === OP_SET ? ring.spare(queued.offset) * 1000 : 0;
+    return expires === 0 || expires - staleMs > Date.now();
   }
 
   /** Forgets every applied write. */

@@ -19,12 +19,12 @@
 import { EventEmitter } from 'node:events';
 import { AtomicOperations } from './atomic-operations.js';
 import type { ShardCodec } from './codec.js';
-import { ShardCacheError, closedError, describe } from './errors.js';
+import { ShardCacheError, closedError, describe, invalidOption } from './errors.js';
 import { Fetcher, type FetchOptions } from './fetcher.js';
 import { hashKey, shardOf } from './hash.js';
 import type { Lock, LockOptions } from './lock.js';
 import { C_CLOSED, T_HITS, T_MISSES, takeThreadSlot } from './memory/control.js';
-import { MAX_KEY_LENGTH } from './memory/layout.js';
+import { MAX_KEY_LENGTH, MAX_STALE_SECONDS } from './memory/layout.js';
 import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
 import { OP_CLEAR, OP_DELETE, OP_SET } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
@@ -45,6 +45,13 @@ export type { RedisStats, ShardCacheStats } from './stats.js';
 export interface SetOptions {
   /** Time to live in ms for this entry; 0 or Infinity = never expires. Defaults to the cache's `ttlMs`. */
   ttlMs?: number;
+  /**
+   * A stale window after the TTL (see FetchOptions.staleWhileRevalidateMs):
+   * `get`/`has` treat the entry as gone once its TTL ran out; `fetch` with a
+   * loader and a window serves it while it refreshes. Needs a TTL.
+   * @default 0
+   */
+  staleWhileRevalidateMs?: number;
 }
 
 export interface FlushOptions {
@@ -102,6 +109,7 @@ export class ShardCache extends EventEmitter {
     this.statsSlot = takeThreadSlot(this.control);
     this.near = createNearCache(handle.options.nearCache, views);
     const overlay = this.overlay;
+    const atomics = (this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec }));
     this.fetcher = new Fetcher({
       target: this,
       tier: handle.redis?.readThrough ? tier : undefined,
@@ -111,8 +119,9 @@ export class ShardCache extends EventEmitter {
       codec,
       maxValueBytes: handle.options.maxValueBytes,
       writeBehind: handle.redis?.writeBehind === true,
+      refreshGuard: (key) => atomics.tryRefresh(key),
+      problems: parts.problems,
     });
-    this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec });
     const redisCodec = handle.redis?.codec;
     this.checkCodec = redisCodec === 'string' || redisCodec === 'buffer' ? (value, key) => checkForCodec(redisCodec, value, key) : undefined;
     parts.problems.on('error', (error: Error) => this.report(error));
@@ -288,11 +297,13 @@ export class ShardCache extends EventEmitter {
   set(key: string, value: unknown, options?: SetOptions): this {
     this.checkWrite(key);
     const ttl = options?.ttlMs === undefined ? this.options.ttlMs : resolveTtl(options.ttlMs, 'ttlMs');
+    const stale = ttl > 0 && options?.staleWhileRevalidateMs !== undefined ? staleSeconds(options.staleWhileRevalidateMs) : 0;
     if (value === undefined) {
       this.delete(key);
       return this;
     }
-    this.writes.write(OP_SET, key, hashKey(key), this.encodeValue(key, value), ttl > 0 ? Date.now() + ttl : 0, this.overlay);
+    // The entry lives through its stale window; readers subtract the window to know its freshness.
+    this.writes.write(OP_SET, key, hashKey(key), this.encodeValue(key, value), ttl > 0 ? Date.now() + ttl + stale * 1000 : 0, this.overlay, stale);
     return this;
   }
 
@@ -309,14 +320,15 @@ export class ShardCache extends EventEmitter {
       this.checkWrite(entry[0]);
     }
     const ttl = options?.ttlMs === undefined ? this.options.ttlMs : resolveTtl(options.ttlMs, 'ttlMs');
+    const stale = ttl > 0 && options?.staleWhileRevalidateMs !== undefined ? staleSeconds(options.staleWhileRevalidateMs) : 0;
     // pack() reuses its buffer: copy before the next encode.
     const encoded = list.map(([key, value]) => (value === undefined ? undefined : Buffer.from(this.encodeValue(key, value))));
-    const expires = ttl > 0 ? Date.now() + ttl : 0;
+    const expires = ttl > 0 ? Date.now() + ttl + stale * 1000 : 0;
     for (let i = 0; i < list.length; i++) {
       const key = list[i]![0];
       const bytes = encoded[i];
       if (bytes === undefined) this.delete(key);
-      else this.writes.write(OP_SET, key, hashKey(key), bytes, expires, this.overlay);
+      else this.writes.write(OP_SET, key, hashKey(key), bytes, expires, this.overlay, stale);
     }
     return this;
   }
@@ -428,6 +440,7 @@ export class ShardCache extends EventEmitter {
   private checkFetch(key: string, options: FetchOptions<unknown> | undefined): void {
     this.checkRedisKey(key);
     if (options?.ttlMs !== undefined) resolveTtl(options.ttlMs, 'ttlMs');
+    if (options?.staleWhileRevalidateMs !== undefined) staleSeconds(options.staleWhileRevalidateMs);
   }
 
   /**
@@ -445,6 +458,14 @@ export class ShardCache extends EventEmitter {
   private report(error: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
+}
+
+/** A stale window in whole seconds, as an entry keeps it (see layout.ts). */
+function staleSeconds(ms: unknown): number {
+  if (typeof ms !== 'number' || !(ms >= 0) || ms > MAX_STALE_SECONDS * 1000) {
+    throw invalidOption('staleWhileRevalidateMs', `must be a number of milliseconds from 0 to ${MAX_STALE_SECONDS * 1000}`, ms);
+  }
+  return Math.ceil(ms / 1000);
 }
 
 function checkKey(key: unknown): asserts key is string {

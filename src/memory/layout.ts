@@ -9,9 +9,15 @@
  *   arenaOffset            ARENA            a ring of 8-byte aligned entries, FreeCache style:
  *
  *      entry:  [0] u32 size  [4] i32 hash (0 = padding)  [8] i32 seq
- *              [12] u32 key length in code units, | KEY_WIDE if stored as UTF-16
+ *              [12] u32 key length in code units, | KEY_WIDE if stored as UTF-16,
+ *                   | the stale window in whole seconds << STALE_SHIFT (see below)
  *              [16] u32 value length  [20] u32 flags  [24] f64 expiresAt (ms, 0 = never)
  *              [32] the key, then the value bytes (shard format), padded to 8
+ *
+ * expiresAt is when the entry stops existing. An entry written with a stale
+ * window (stale-while-revalidate) is fresh until expiresAt minus its window:
+ * `get` and `has` treat it as expired from then on, while `fetch` may still
+ * serve it during the window, as it refreshes it.
  *
  * A key whose code units are all below 256 (any ASCII or Latin-1 key, which
  * most keys are) is stored one byte per code unit, half the bytes of UTF-16;
@@ -80,6 +86,15 @@ export const E_KEY = 32;
 export const KEY_WIDE = 1 << 16;
 /** The code-unit count in a key length word. */
 export const KEY_LENGTH_MASK = KEY_WIDE - 1;
+/** In the key length word, above KEY_WIDE: the entry's stale window, in whole seconds. */
+export const STALE_SHIFT = 17;
+/** Longest stale window, in seconds (15 bits: about 9 hours). */
+export const MAX_STALE_SECONDS = (1 << 15) - 1;
+
+/** The stale window, in ms, of an entry with key length word `word`. */
+export function staleWindowMs(word: number): number {
+  return (word >>> STALE_SHIFT) * 1000;
+}
 
 /**
  * Entry flag: written locally, not yet acknowledged by Redis; never evicted.

@@ -11,7 +11,7 @@
 import { homeSlot } from '../hash.js';
 import {
   E_EXPIRES, E_FLAGS, E_KEY, E_KEY_LENGTH, E_VALUE_LENGTH, ENTRY_HEADER_BYTES,
-  H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE,
+  H_ARENA_BYTES, H_ARENA_OFFSET, H_ENTRIES, H_INDEX_OFFSET, H_SLOTS, HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE, staleWindowMs,
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
 import { STRIPE_STUCK, readBegin, readValid } from './stripe-lock.js';
@@ -35,6 +35,7 @@ export class ShardView {
   foundSlot = 0;
   foundSeq = 0;
   foundExpires = 0;
+  foundFreshUntil = 0;
   foundLength = 0;
   foundFlags = 0;
   /** Int32 index of the found key's stripe version, and the (even) version the read was validated at. */
@@ -43,6 +44,8 @@ export class ShardView {
   /** Entry offset that `probe` matched, already bounds-checked by `keyAt`, and where its value starts. */
   probedOffset = 0;
   probedValueStart = 0;
+  /** The matched entry's stale window, in ms (see layout.ts). */
+  probedStaleMs = 0;
 
   constructor(sab: SharedArrayBuffer) {
     this.sab = sab;
@@ -62,9 +65,12 @@ export class ShardView {
 
   /**
    * Finds `key` and copies its value bytes into `scratch.buffer`. Returns the
-   * value length, or NOT_FOUND (absent or expired). Sets found* fields.
+   * value length, or NOT_FOUND (absent or expired). Sets found* fields
+   * (foundExpires: when the entry goes; foundFreshUntil: when it stops being
+   * fresh, earlier with a stale window). With `stale`, an entry
+   * past its freshness but inside its stale window is found too.
    */
-  read(key: string, hash: number, now: number, scratch: Scratch): number {
+  read(key: string, hash: number, now: number, scratch: Scratch, stale = false): number {
     const i32 = this.i32;
     const stripe = (HEADER_BYTES >> 2) + (hash & STRIPE_MASK);
     for (;;) {
@@ -81,7 +87,8 @@ export class ShardView {
       const expires = this.f64[(offset + E_EXPIRES) >> 3]!;
       const flags = i32[(offset + E_FLAGS) >> 2]!;
       const start = this.probedValueStart;
-      if (expires !== 0 && expires <= now) {
+      const fresh = expires - this.probedStaleMs;
+      if (expires !== 0 && (stale ? expires : fresh) <= now) {
         if (readValid(i32, stripe, version)) return NOT_FOUND;
         continue;
       }
@@ -97,6 +104,7 @@ export class ShardView {
       this.foundSlot = slot;
       this.foundSeq = seq;
       this.foundExpires = expires;
+      this.foundFreshUntil = expires === 0 ? 0 : fresh;
       this.foundLength = length;
       this.foundFlags = flags;
       return length;
@@ -112,8 +120,9 @@ export class ShardView {
       if (version === STRIPE_STUCK) return false;
       const slot = this.probe(key, hash);
       const expires = slot === NOT_FOUND ? 0 : this.f64[(this.probedOffset + E_EXPIRES) >> 3]!;
+      const fresh = expires - this.probedStaleMs;
       if (!readValid(i32, stripe, version)) continue;
-      return slot !== NOT_FOUND && (expires === 0 || expires > now);
+      return slot !== NOT_FOUND && (expires === 0 || fresh > now);
     }
   }
 
@@ -162,6 +171,7 @@ export class ShardView {
     const length = key.length;
     const word = this.i32[(offset + E_KEY_LENGTH) >> 2]!;
     if ((word & KEY_LENGTH_MASK) !== length) return false;
+    this.probedStaleMs = staleWindowMs(word);
     if ((word & KEY_WIDE) !== 0) {
       if (offset + E_KEY + length * 2 > this.arenaEnd) return false;
       const u16 = this.u16;

@@ -22,7 +22,7 @@ import {
   E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
   F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
   H_LOG_RECORDS, H_WRITE_GENERATION, H_ARENA_HEAD, RECORD_NUMBER_MASK, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
-  HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE, MAX_LOAD, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes, fitsOneByte,
+  HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE, MAX_LOAD, STALE_SHIFT, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes, fitsOneByte,
 } from './layout.js';
 import { NOT_FOUND, ShardView } from './shard-view.js';
 import { writeBegin, writeEnd } from './stripe-lock.js';
@@ -93,9 +93,9 @@ export class ShardWriter extends ShardView {
       case OP_FILL:
         // A value read from Redis loses to anything written locally meanwhile.
         if (this.probeRecordKey(ring, offset) !== NOT_FOUND || this.deletedSince(ring, offset)) return true;
-        return this.applySet(ring, offset, false);
+        return this.applySet(ring, offset, false, 0);
       case OP_PUT:
-        return this.applySet(ring, offset, false);
+        return this.applySet(ring, offset, false, 0);
       case OP_DROP: {
         const slot = this.probeRecordKey(ring, offset);
         if (slot !== NOT_FOUND && !this.isDirty(slot)) this.removeSlot(slot);
@@ -109,7 +109,8 @@ export class ShardWriter extends ShardView {
     if (log !== undefined && !log.tryReserve(op === OP_CLEAR ? 0 : ring.keyLength(offset))) return false;
     switch (op) {
       case OP_SET:
-        if (!this.applySet(ring, offset, log !== undefined)) {
+        // A SET's spare word is its stale window in seconds (a FILL's is its stamp).
+        if (!this.applySet(ring, offset, log !== undefined, ring.spare(offset))) {
           log?.cancel();
           return false;
         }
@@ -136,7 +137,7 @@ export class ShardWriter extends ShardView {
     return true;
   }
 
-  private applySet(ring: Ring, offset: number, dirty: boolean): boolean {
+  private applySet(ring: Ring, offset: number, dirty: boolean, staleSeconds: number): boolean {
     const hash = ring.hash(offset);
     const keyLength = ring.keyLength(offset);
     const valueLength = ring.valueLength(offset);
@@ -163,7 +164,7 @@ export class ShardWriter extends ShardView {
     i32[(at + E_SIZE) >> 2] = size;
     i32[(at + E_HASH) >> 2] = hash;
     i32[(at + E_SEQ) >> 2] = seq;
-    i32[(at + E_KEY_LENGTH) >> 2] = wide ? keyLength | KEY_WIDE : keyLength;
+    i32[(at + E_KEY_LENGTH) >> 2] = (wide ? keyLength | KEY_WIDE : keyLength) | (staleSeconds << STALE_SHIFT);
     i32[(at + E_VALUE_LENGTH) >> 2] = valueLength;
     i32[(at + E_FLAGS) >> 2] = dirty ? FLAG_DIRTY : 0;
     this.f64[(at + E_EXPIRES) >> 3] = expires;

@@ -329,7 +329,8 @@ export class WriteBehind extends EventEmitter {
     | { kind: 'skip' }
     | { kind: 'refused'; error: Error; seq: number } {
     const view = this.config.views[pending.shard]!;
-    const length = view.read(pending.key, pending.hash, now, this.scratch);
+    // Stale entries too: an entry in its stale window still exists, in Redis as here.
+    const length = view.read(pending.key, pending.hash, now, this.scratch, true);
     if (length === NOT_FOUND) {
       if (pending.lastOp === OP_DELETE) return { kind: 'del' };
       // Expired before it was flushed: Redis must not keep an older value.

@@ -98,6 +98,7 @@ describe('NearCache', () => {
       view.foundStripe = stripeOf(n);
       view.foundVersion = Atomics.load(view.i32, stripeOf(n));
       view.foundExpires = expires;
+      view.foundFreshUntil = expires;
       view.i32[view.slotBase + n * SLOT_WORDS + 2] = 100 + n; // the slot holds that write
       near.set(key, value, 0, view);
     };
