@@ -89,10 +89,6 @@ export class ShardCodec {
     if (!this.loadedStructures) return value;
     return start === 0 ? this.packr.unpack(bytes, end) : this.packr.unpack(bytes.subarray(start, end));
   }
-
-  decode(bytes: Uint8Array): unknown {
-    return this.decodeRange(bytes, 0, bytes.length);
-  }
 }
 
 const standalone = new ShardCodec();

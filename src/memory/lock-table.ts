@@ -17,12 +17,11 @@
  * for any more does not keep it up (if the thread exits, the claim window
  * passes the ticket over).
  */
+import { MAX_TIMER_MS } from '../options.js';
 import { LOCK_SLOTS, LockSlots, freeState, heldState, type Granted } from './lock-slots.js';
 
 export { CLAIM_WINDOW_MS, LOCK_SLOTS, createLockTable, type Granted } from './lock-slots.js';
 
-/** setTimeout's longest delay; longer waits re-arm. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface Waiter {
   readonly ttlMs: number;
