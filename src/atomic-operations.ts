@@ -18,7 +18,7 @@ import { hashKey, shardOf } from './hash.js';
 import { acquireLock, pollingAcquire, type Lock, type LockBackend, type LockOptions } from './lock.js';
 import { FLAG_DIRTY } from './memory/layout.js';
 import { LockTable } from './memory/lock-table.js';
-import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
+import { NOT_FOUND, READ_CLOCK, Scratch, type ShardView } from './memory/shard-view.js';
 import { OP_PUT } from './memory/write-queue.js';
 import type { Overlay } from './overlay.js';
 import type { TierAccess } from './redis/redis-tier.js';
@@ -176,7 +176,7 @@ export class AtomicOperations {
     const hash = hashKey(key);
     const views = this.config.views;
     const view = views[shardOf(hash, views.length)]!;
-    return view.read(key, hash, Date.now(), this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0;
+    return view.read(key, hash, READ_CLOCK, this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0;
   }
 }
 

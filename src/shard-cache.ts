@@ -25,7 +25,7 @@ import { hashKey, shardOf } from './hash.js';
 import type { Lock, LockOptions } from './lock.js';
 import { C_CLOSED, T_HITS, T_MISSES, takeThreadSlot } from './memory/control.js';
 import { MAX_KEY_LENGTH, MAX_STALE_SECONDS } from './memory/layout.js';
-import { NOT_FOUND, Scratch, type ShardView } from './memory/shard-view.js';
+import { NOT_FOUND, READ_CLOCK, Scratch, type ShardView } from './memory/shard-view.js';
 import { OP_CLEAR, OP_DELETE, OP_SET } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
 import { createNearCache, freezeIfShareable, type NearCache } from './near-cache.js';
@@ -248,7 +248,7 @@ export class ShardCache extends EventEmitter {
     const hash = hashKey(key);
     const shard = shardOf(hash, this.shardCount);
     const view = this.views[shard]!;
-    const length = view.read(key, hash, Date.now(), this.scratch);
+    const length = view.read(key, hash, READ_CLOCK, this.scratch);
     if (length === NOT_FOUND) {
       this.controlF64[this.statsSlot + T_MISSES]!++;
       return undefined;
@@ -269,7 +269,7 @@ export class ShardCache extends EventEmitter {
       if (queued !== undefined) return this.overlay.isLive(queued);
     }
     const hash = hashKey(key);
-    return this.views[shardOf(hash, this.shardCount)]!.has(key, hash, Date.now());
+    return this.views[shardOf(hash, this.shardCount)]!.has(key, hash, READ_CLOCK);
   }
 
   getMany(keys: readonly string[]): unknown[] {

@@ -17,6 +17,15 @@ import {
 import { STRIPE_STUCK, readBegin, readValid } from './stripe-lock.js';
 
 export const NOT_FOUND = -1;
+/**
+ * The `now` that makes `read` and `has` take the clock themselves, and only
+ * for an entry that expires: Date.now() measured ~45 ns here, as much as the
+ * rest of a probe, and most entries have no TTL.
+ */
+export const READ_CLOCK = -1;
+
+/** See hash.ts: a module-local const, so V8 inlines it however String is subclassed. */
+const charCodeAt = String.prototype.charCodeAt;
 
 export class ShardView {
   readonly sab: SharedArrayBuffer;
@@ -65,7 +74,8 @@ export class ShardView {
 
   /**
    * Finds `key` and copies its value bytes into `scratch.buffer`. Returns the
-   * value length, or NOT_FOUND (absent or expired). Sets found* fields
+   * value length, or NOT_FOUND (absent or expired at `now`, READ_CLOCK for the
+   * current time; 0 ignores expiry). Sets found* fields
    * (foundExpires: when the entry goes; foundFreshUntil: when it stops being
    * fresh, earlier with a stale window). With `stale`, an entry
    * past its freshness but inside its stale window is found too.
@@ -88,7 +98,7 @@ export class ShardView {
       const flags = i32[(offset + E_FLAGS) >> 2]!;
       const start = this.probedValueStart;
       const fresh = expires - this.probedStaleMs;
-      if (expires !== 0 && (stale ? expires : fresh) <= now) {
+      if (expires !== 0 && (stale ? expires : fresh) <= (now === READ_CLOCK ? Date.now() : now)) {
         if (readValid(i32, stripe, version)) return NOT_FOUND;
         continue;
       }
@@ -122,7 +132,7 @@ export class ShardView {
       const expires = slot === NOT_FOUND ? 0 : this.f64[(this.probedOffset + E_EXPIRES) >> 3]!;
       const fresh = expires - this.probedStaleMs;
       if (!readValid(i32, stripe, version)) continue;
-      return slot !== NOT_FOUND && (expires === 0 || fresh > now);
+      return slot !== NOT_FOUND && (expires === 0 || fresh > (now === READ_CLOCK ? Date.now() : now));
     }
   }
 
@@ -177,7 +187,7 @@ export class ShardView {
       const u16 = this.u16;
       const k = (offset + E_KEY) >> 1;
       for (let j = 0; j < length; j++) {
-        if (u16[k + j] !== key.charCodeAt(j)) return false;
+        if (u16[k + j] !== charCodeAt.call(key, j)) return false;
       }
       this.probedValueStart = offset + E_KEY + length * 2;
       return true;
@@ -186,7 +196,7 @@ export class ShardView {
     const u8 = this.u8;
     const k = offset + E_KEY;
     for (let j = 0; j < length; j++) {
-      if (u8[k + j] !== key.charCodeAt(j)) return false;
+      if (u8[k + j] !== charCodeAt.call(key, j)) return false;
     }
     this.probedValueStart = k + length;
     return true;

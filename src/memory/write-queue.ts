@@ -32,6 +32,9 @@
  */
 import { align8 } from './layout.js';
 
+/** See hash.ts: a module-local const, so V8 inlines it however String is subclassed. */
+const charCodeAt = String.prototype.charCodeAt;
+
 export const R_HEAD = 0;
 export const R_TAIL = 16;
 export const R_WAITERS = 32;
@@ -219,7 +222,7 @@ export class RingProducer extends Ring {
     const k = (offset + REC_KEY) >> 1;
     if (typeof key === 'string') {
       const u16 = this.u16;
-      for (let i = 0; i < keyLength; i++) u16[k + i] = key.charCodeAt(i);
+      for (let i = 0; i < keyLength; i++) u16[k + i] = charCodeAt.call(key, i);
     } else {
       this.u16.set(key, k);
     }
