@@ -21,31 +21,41 @@
 import type { ShardView } from './memory/shard-view.js';
 
 /**
- * A Map from key to a small integer id, and what the check needs in typed
- * arrays indexed by that id: a hit reads no per-entry heap object (a likely
- * cache miss with many entries), and the stripe versions are hot.
+ * A Map from key to a small integer id, and what the check needs in one
+ * 32-byte record per id (RECORD_INTS below), so a hit touches the Map entry,
+ * that record and the value: the record is one cache line at most, where
+ * separate arrays per field cost a line each.
  *
  * Eviction is CLOCK over the ids: a hit sets the id's referenced bit, and
  * when every id is in use the hand clears set bits until it finds a clear one
- * and reuses that id. A hit then costs one Map lookup and a store to a byte
+ * and reuses that id. A hit then costs one Map lookup and a store to a word
  * this thread owns; lru-cache's get (a Map lookup plus relinking its recency
  * list) measured slower here, and its order is not worth more than CLOCK's
  * for a cache in front of a cache. New entries start unreferenced, so keys
  * read once leave first.
  */
+// Record words (Int32 index id * RECORD_INTS + …); expiresAt is the Float64 at id * 4 + R_EXPIRES_F64.
+const RECORD_INTS = 8;
+const R_SHARD = 0;
+const R_SLOT = 1;
+const R_SEQ = 2;
+const R_STRIPE = 3;
+const R_VERSION = 4;
+const R_REFERENCED = 5;
+const R_EXPIRES_F64 = 3; // Int32 words 6 and 7
+/** Every SAMPLE_MASK + 1'th hit also marks the key used in the shard, for the owner's CLOCK. */
+const SAMPLE_MASK = 7;
+
 export class NearCache {
   private readonly ids = new Map<string, number>();
+  /** Each shard's Int32 words: the stripe versions the check loads. */
+  private readonly shardWords: readonly Int32Array[];
   private readonly views: readonly ShardView[];
   private readonly capacity: number;
   private readonly keys: (string | undefined)[];
   private readonly values: unknown[];
-  private readonly referenced: Uint8Array;
-  private readonly shard: Uint16Array;
-  private readonly slot: Int32Array;
-  private readonly seq: Int32Array;
-  private readonly stripe: Int32Array;
-  private readonly version: Int32Array;
-  private readonly expires: Float64Array;
+  private readonly records: Int32Array;
+  private readonly recordsF64: Float64Array;
   /** Ids given back by `drop`, reused before the hand evicts. */
   private readonly free: number[] = [];
   private used = 0;
@@ -54,55 +64,56 @@ export class NearCache {
 
   constructor(max: number, views: readonly ShardView[]) {
     this.views = views;
+    this.shardWords = views.map((view) => view.i32);
     this.capacity = max;
     this.keys = new Array<string | undefined>(max).fill(undefined);
     this.values = new Array<unknown>(max).fill(undefined);
-    this.referenced = new Uint8Array(max);
-    this.shard = new Uint16Array(max);
-    this.slot = new Int32Array(max);
-    this.seq = new Int32Array(max);
-    this.stripe = new Int32Array(max);
-    this.version = new Int32Array(max);
-    this.expires = new Float64Array(max);
+    const buffer = new ArrayBuffer(max * RECORD_INTS * 4);
+    this.records = new Int32Array(buffer);
+    this.recordsF64 = new Float64Array(buffer);
   }
 
   /** The cached value if it is still the key's current one, else undefined. */
   get(key: string): unknown {
     const id = this.ids.get(key);
     if (id === undefined) return undefined;
-    const view = this.views[this.shard[id]!]!;
-    const version = Atomics.load(view.i32, this.stripe[id]!);
-    if (version !== this.version[id]) {
-      if (!view.holds(this.slot[id]!, this.seq[id]!)) return this.drop(key, id);
+    const records = this.records;
+    const r = id * RECORD_INTS;
+    const shard = records[r + R_SHARD]!;
+    const version = Atomics.load(this.shardWords[shard]!, records[r + R_STRIPE]!);
+    if (version !== records[r + R_VERSION]) {
+      if (!this.views[shard]!.holds(records[r + R_SLOT]!, records[r + R_SEQ]!)) return this.drop(key, id);
       // Still current at a later version: remember it, so the next check is the fast one.
-      if ((version & 1) === 0) this.version[id] = version;
+      if ((version & 1) === 0) records[r + R_VERSION] = version;
     }
-    const expires = this.expires[id]!;
+    const expires = this.recordsF64[id * 4 + R_EXPIRES_F64]!;
     if (expires !== 0 && expires <= Date.now()) return this.drop(key, id);
-    this.referenced[id] = 1;
+    records[r + R_REFERENCED] = 1;
     // Mark the key used for the owner's CLOCK, but only on every 8th hit: the
     // slot is likely a cache miss, and a hot key is hit often enough.
-    if ((++this.hits & 7) === 0) view.touch(this.slot[id]!);
+    if ((++this.hits & SAMPLE_MASK) === 0) this.views[shard]!.touch(records[r + R_SLOT]!);
     return this.values[id];
   }
 
   /** Caches `value`, read from `view` (its found* fields describe the read). */
   set(key: string, value: unknown, shard: number, view: ShardView): void {
     let id = this.ids.get(key);
+    const records = this.records;
     if (id === undefined) {
       id = this.free.pop() ?? (this.used < this.capacity ? this.used++ : this.evict());
       this.ids.set(key, id);
       this.keys[id] = key;
-      this.referenced[id] = 0;
+      records[id * RECORD_INTS + R_REFERENCED] = 0;
     }
+    const r = id * RECORD_INTS;
     this.values[id] = value;
-    this.shard[id] = shard;
-    this.slot[id] = view.foundSlot;
-    this.seq[id] = view.foundSeq;
-    this.stripe[id] = view.foundStripe;
-    this.version[id] = view.foundVersion;
+    records[r + R_SHARD] = shard;
+    records[r + R_SLOT] = view.foundSlot;
+    records[r + R_SEQ] = view.foundSeq;
+    records[r + R_STRIPE] = view.foundStripe;
+    records[r + R_VERSION] = view.foundVersion;
     // Served only while fresh: a stale value is fetch's to serve, never get's.
-    this.expires[id] = view.foundFreshUntil;
+    this.recordsF64[id * 4 + R_EXPIRES_F64] = view.foundFreshUntil;
   }
 
   clear(): void {
@@ -128,11 +139,12 @@ export class NearCache {
 
   /** Frees the id the CLOCK hand picks (every id is in use: the free list is empty). */
   private evict(): number {
+    const records = this.records;
     for (;;) {
       const id = this.hand;
       this.hand = id + 1 === this.capacity ? 0 : id + 1;
-      if (this.referenced[id] === 1) {
-        this.referenced[id] = 0;
+      if (records[id * RECORD_INTS + R_REFERENCED] === 1) {
+        records[id * RECORD_INTS + R_REFERENCED] = 0;
         continue;
       }
       this.ids.delete(this.keys[id]!);
@@ -161,11 +173,17 @@ const MAX_DEPTH = 32;
 function isPlain(value: object, depth: number): boolean {
   if (depth > MAX_DEPTH) return false;
   const proto = Object.getPrototypeOf(value);
+  // Arrays by index: for-in over an array makes a string per index, and
+  // measured three times the cost of the whole check for a small object.
   if (Array.isArray(value)) {
     if (proto !== Array.prototype) return false;
-  } else if (proto !== Object.prototype && proto !== null) {
-    return false;
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      if (item !== null && typeof item === 'object' && !isPlain(item, depth + 1)) return false;
+    }
+    return true;
   }
+  if (proto !== Object.prototype && proto !== null) return false;
   for (const k in value) {
     const item: unknown = (value as Record<string, unknown>)[k];
     if (item !== null && typeof item === 'object' && !isPlain(item, depth + 1)) return false;
@@ -174,9 +192,16 @@ function isPlain(value: object, depth: number): boolean {
 }
 
 function deepFreeze(value: object): void {
-  for (const k in value) {
-    const item: unknown = (value as Record<string, unknown>)[k];
-    if (item !== null && typeof item === 'object') deepFreeze(item);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      if (item !== null && typeof item === 'object') deepFreeze(item);
+    }
+  } else {
+    for (const k in value) {
+      const item: unknown = (value as Record<string, unknown>)[k];
+      if (item !== null && typeof item === 'object') deepFreeze(item);
+    }
   }
   Object.freeze(value);
 }

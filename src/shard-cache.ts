@@ -36,6 +36,7 @@ import { checkForCodec } from './redis/redis-codec.js';
 import type { TierAccess } from './redis/redis-tier.js';
 import { unregisterProducer } from './registration.js';
 import { readStats, type ShardCacheStats } from './stats.js';
+import { restoreStringPrototype } from './string-prototype.js';
 import { attachParts, createParts, type CacheParts } from './wiring.js';
 import type { WritePath } from './write-path.js';
 
@@ -68,6 +69,8 @@ export interface FlushOptions {
  * connection error of a client the cache made). Without an `error` listener
  * these are only counted in stats, never thrown.
  */
+restoreStringPrototype();
+
 export class ShardCache extends EventEmitter {
   /** Structured-cloneable: pass it to another thread and `ShardCache.attach` it there. */
   readonly handle: CacheHandle;
@@ -129,6 +132,7 @@ export class ShardCache extends EventEmitter {
 
   /** Creates a cache and starts one owner thread per shard. */
   static async create(options?: ShardCacheOptions): Promise<ShardCache> {
+    restoreStringPrototype();
     return new ShardCache(await createParts(options));
   }
 
@@ -137,6 +141,7 @@ export class ShardCache extends EventEmitter {
     if (handle === null || typeof handle !== 'object' || handle.kind !== 'shardcache' || handle.version !== 1) {
       throw new ShardCacheError('ERR_INVALID_OPTION', `handle must be a ShardCache's .handle (got ${describe(handle)})`);
     }
+    restoreStringPrototype();
     return new ShardCache(await attachParts(handle));
   }
 
@@ -227,6 +232,25 @@ export class ShardCache extends EventEmitter {
 
   /** The value stored for `key`, or undefined. Synchronous; never waits for another thread. */
   get(key: string): unknown {
+    // The near-cache hit comes first and checks nothing else: only a valid key
+    // is ever cached, and close() empties the near cache, so a bad key or a
+    // closed cache always reaches readShared and its checks. Queued writes of
+    // this thread must win over the near cache, so a non-empty overlay goes
+    // the long way too.
+    const near = this.near;
+    if (near !== undefined && this.overlay.size === 0) {
+      const value = near.get(key);
+      if (value !== undefined) {
+        this.controlF64[this.statsSlot + T_HITS]!++;
+        return value;
+      }
+      return this.readShared(key, false);
+    }
+    return this.readShared(key, true);
+  }
+
+  /** get past the near cache: this thread's queued write, else the shard. `checkNear`: the near cache was not asked yet. */
+  private readShared(key: string, checkNear: boolean): unknown {
     if (this.isClosed) throw closedError();
     checkKey(key);
     if (this.overlay.size !== 0) {
@@ -238,7 +262,7 @@ export class ShardCache extends EventEmitter {
       }
     }
     const near = this.near;
-    if (near !== undefined) {
+    if (checkNear && near !== undefined) {
       const value = near.get(key);
       if (value !== undefined) {
         this.controlF64[this.statsSlot + T_HITS]!++;

@@ -106,8 +106,7 @@ export class ShardView {
         if (readValid(i32, stripe, version)) throw new Error('shardcache: corrupt entry length');
         continue;
       }
-      const out = scratch.ensure(length);
-      copyBytes(this.u8, start, out, length);
+      scratch.copyFrom(this, start, length);
       if (!readValid(i32, stripe, version)) continue;
       this.foundStripe = stripe;
       this.foundVersion = version;
@@ -203,23 +202,54 @@ export class ShardView {
   }
 }
 
-/** A per-thread, growable buffer that values are copied into before decoding. */
+/**
+ * A per-thread, growable buffer that values are copied into before decoding;
+ * after `read`, `buffer` holds the value's bytes from index 0.
+ *
+ * A value is copied as whole Int32 words, from the word holding its first byte:
+ * in JS a loop costs about the same per element whatever the element's width,
+ * so words are four times cheaper than bytes (50 bytes: 31 against 83 ns), and
+ * a native copy costs ~70 ns even for a few bytes. Values start anywhere (keys
+ * are any length), so the words land in one backing store, and `buffer` is the
+ * one of four fixed views on it that starts at the value's first byte. They are
+ * made once, because msgpackr caches a DataView on the Buffer it decodes, and a
+ * new view per read measured slower than the copy.
+ */
 export class Scratch {
-  buffer: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+  buffer!: Buffer;
+  private words!: Int32Array;
+  private readonly views: Buffer[] = [];
 
-  ensure(length: number): Buffer {
-    if (length > this.buffer.length) {
-      this.buffer = Buffer.allocUnsafeSlow(Math.max(length, this.buffer.length * 2));
+  constructor() {
+    this.allocate(64 * 1024);
+  }
+
+  /** Copies bytes [start, start + length) of the shard (bounds already checked) and returns them from index 0. */
+  copyFrom(view: ShardView, start: number, length: number): Buffer {
+    if (length + 4 > this.words.length * 4) this.allocate(Math.max((length + 7) & ~7, this.words.length * 8));
+    const buffer = this.views[start & 3]!;
+    if (length > WORD_COPY_MAX) {
+      view.u8.copy(buffer, 0, start, start + length);
+    } else {
+      // The last word read ends at most 3 bytes past the value, never past the
+      // shard: the SAB's length is a multiple of 4, and the arena ends with it.
+      const from = view.i32;
+      const to = this.words;
+      const first = start >> 2;
+      const count = ((start & 3) + length + 3) >> 2;
+      for (let j = 0; j < count; j++) to[j] = from[first + j]!;
     }
-    return this.buffer;
+    this.buffer = buffer;
+    return buffer;
+  }
+
+  private allocate(bytes: number): void {
+    const store = new ArrayBuffer(bytes + 4);
+    this.words = new Int32Array(store);
+    for (let k = 0; k < 4; k++) this.views[k] = Buffer.from(store, k, bytes);
+    this.buffer = this.views[0]!;
   }
 }
 
-/** Short values are copied with a loop: cheaper than creating a subarray view. */
-function copyBytes(from: Buffer, start: number, to: Buffer, length: number): void {
-  if (length <= 64) {
-    for (let i = 0; i < length; i++) to[i] = from[start + i]!;
-  } else {
-    to.set(from.subarray(start, start + length));
-  }
-}
+/** Up to this many bytes, a word loop copies faster than Buffer.copy (measured crossover ~120 B). */
+const WORD_COPY_MAX = 128;
