@@ -62,6 +62,8 @@ export interface OwnerData {
   readonly changeLog?: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
   readonly batchSize: number;
+  /** How long an owner that ran out of work polls for more before it sleeps (see owner-pool.ts). */
+  readonly spinMs: number;
 }
 
 /** From the supervisor to an owner. */

@@ -22,8 +22,6 @@ const BATCHES_PER_YIELD = 64;
 /** How often an idle owner with TTL entries wakes to sweep expired ones. */
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_SLOTS = 8192;
-/** How long to poll for more work before sleeping: waking a sleeping thread costs ~60 µs. */
-const SPIN_BEFORE_SLEEP_MS = 0.05;
 
 repairShard(data.sab);
 const writer = new ShardWriter(data.sab);
@@ -106,8 +104,10 @@ async function run(): Promise<void> {
       if (++batches % BATCHES_PER_YIELD === 0) await new Promise((resolve) => setImmediate(resolve));
       continue;
     }
-    const spinUntil = performance.now() + SPIN_BEFORE_SLEEP_MS;
-    while (!hasWork() && performance.now() < spinUntil);
+    if (data.spinMs > 0) {
+      const spinUntil = performance.now() + data.spinMs;
+      while (!hasWork() && performance.now() < spinUntil);
+    }
     if (hasWork() && Atomics.load(i32, H_STALLED) === 0) continue;
 
     const now = Date.now();

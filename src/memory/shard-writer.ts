@@ -49,6 +49,8 @@ export class ShardWriter extends ShardView {
   private lastSeq = 0;
   /** Byte offset of the entry the last applied set wrote. */
   private lastEntryAt = 0;
+  /** Slots removed so far: index positions can only move (backward shift) when this grows. */
+  private slotRemovals = 0;
   /**
    * Keys deleted recently, with the delete's stamp: a value read from Redis
    * that may predate the delete must not bring the key back (FILL). A FILL
@@ -149,7 +151,9 @@ export class ShardWriter extends ShardView {
 
     // Make index room first: the entry about to be written is not in the index
     // yet, and eviction treats unindexed entries as dead.
-    if (this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash) === NOT_FOUND) {
+    const removals = this.slotRemovals;
+    let slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);
+    if (slot === NOT_FOUND) {
       while (this.i32[H_ENTRIES]! >= this.maxEntries) {
         if (!this.evictOne(false)) return false;
       }
@@ -181,8 +185,9 @@ export class ShardWriter extends ShardView {
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
     if (dirty) i32[H_DIRTY]!++;
 
-    // Publish. Reserve may have evicted or moved slots, so locate the key now.
-    const slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);
+    // Publish. Evicting may have removed slots, and a removal shifts others
+    // (the key's own among them): then locate the key again.
+    if (this.slotRemovals !== removals) slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);
     if (slot !== NOT_FOUND) {
       const w = this.slotBase + slot * SLOT_WORDS;
       this.forgetDirty(i32[w + 1]!);
@@ -575,6 +580,7 @@ export class ShardWriter extends ShardView {
     i32[wh + 3] = 0;
     this.end();
     i32[H_ENTRIES]!--;
+    this.slotRemovals++;
   }
 
   private begin(hash: number): void {
