@@ -127,6 +127,26 @@ describe('ShardWriter: set, overwrite, delete, clear', () => {
   });
 });
 
+describe('ShardView: copying a value out', () => {
+  it('returns every byte of values of every length, whatever the alignment their key leaves them at', () => {
+    // Values are copied as Int32 words up to 128 bytes and natively past it;
+    // key lengths 1 to 8 put the value's first byte at every offset mod 4.
+    const h = new Harness(createShardBuffer(4 * 1024 * KiB));
+    const expected = new Map<string, Buffer>();
+    for (let keyLength = 1; keyLength <= 8; keyLength++) {
+      for (const length of [0, 1, 2, 3, 4, 5, 7, 8, 9, 31, 127, 128, 129, 130, 1000]) {
+        const key = `${'k'.repeat(keyLength - 1)}${String.fromCharCode(65 + length % 26)}`.slice(0, keyLength) + `#${length}`;
+        const bytes = Buffer.alloc(length);
+        for (let i = 0; i < length; i++) bytes[i] = (i * 7 + keyLength + length) & 0xff;
+        h.set(key, bytes);
+        expected.set(key, bytes);
+      }
+    }
+    for (const [key, bytes] of expected) expect(Buffer.from(h.get(key) as Uint8Array).equals(bytes), key).toBe(true);
+    expectHealthy(h);
+  });
+});
+
 describe('ShardWriter: key storage', () => {
   it('stores keys whose code units all fit in a byte one byte each, any other key as UTF-16, and finds both', () => {
     const h = new Harness(createShardBuffer(1024 * KiB));
