@@ -18,7 +18,7 @@ import { C_CLOSED, C_REDIS_PENDING } from './memory/control.js';
 import { wakeOwner, wakeOwnerIfSleeping } from './memory/doorbell.js';
 import { H_STALLED } from './memory/layout.js';
 import type { ShardView } from './memory/shard-view.js';
-import { OP_CLEAR, OP_DELETE, OP_SET, R_TAIL, RingProducer, recordBytes, waitForTail } from './memory/write-queue.js';
+import { OP_CLEAR, OP_DELETE, OP_SET, R_TAIL, RingProducer, recordBytes, waitForTail, waitWhileTail } from './memory/write-queue.js';
 import type { ResolvedCoreOptions } from './options.js';
 import type { Overlay } from './overlay.js';
 
@@ -214,10 +214,12 @@ export class WritePath {
     for (let shard = 0; shard < targets.length; shard++) {
       const ring = this.producers[shard]!;
       const target = targets[shard]!;
-      while (!ring.consumedThrough(target)) {
+      for (;;) {
+        const tail = Atomics.load(ring.i32, R_TAIL);
+        if (ring.consumedThrough(target)) break;
         if (Atomics.load(this.control, C_CLOSED) !== 0) throw closedError();
         wakeOwnerIfSleeping(this.views[shard]!.i32);
-        await waitForTail(ring, Atomics.load(ring.i32, R_TAIL), 20);
+        await waitForTail(ring, tail, 20);
       }
     }
   }
@@ -229,12 +231,14 @@ export class WritePath {
     for (let shard = 0; shard < this.producers.length; shard++) {
       const ring = this.producers[shard]!;
       const target = ring.head;
-      while (!ring.consumedThrough(target)) {
+      for (;;) {
+        const tail = Atomics.load(ring.i32, R_TAIL);
+        if (ring.consumedThrough(target)) break;
         if (Date.now() > deadline) {
           throw new ShardCacheError('ERR_BACKPRESSURE', `${what} waited options.backpressureTimeoutMs (${options.backpressureTimeoutMs} ms) for shard ${shard}'s owner`);
         }
         wakeOwnerIfSleeping(this.views[shard]!.i32);
-        ring.waitForRoom(5);
+        waitWhileTail(ring, tail, 5);
       }
     }
   }

@@ -229,18 +229,35 @@ export class RingProducer extends Ring {
     if (value !== undefined) this.u8.set(value, offset + REC_KEY + keyLength * 2);
   }
 
-  /** Blocks this thread up to `ms` until the consumer frees room (or `ms` passes). */
+  /**
+   * Blocks this thread up to `ms` until the consumer frees room, after
+   * `tryReserve` found none. It waits on the tail that tryReserve judged by,
+   * not a fresh load: had the consumer moved it in between (and, with nobody
+   * counted waiting yet, notified no one), a fresh value would be the one it
+   * never moves from again once the ring is empty, and the wait would last
+   * its whole `ms`.
+   */
   waitForRoom(ms: number): void {
-    const tail = Atomics.load(this.i32, R_TAIL);
-    Atomics.add(this.i32, R_WAITERS, 1);
-    Atomics.wait(this.i32, R_TAIL, tail, ms);
-    Atomics.sub(this.i32, R_WAITERS, 1);
+    waitWhileTail(this, this.tailSeen, ms);
   }
 }
 
 /**
+ * Blocks this thread up to `ms` while the ring's tail is still `tail`. The
+ * caller loads `tail` before it checks the condition it waits for, so a
+ * consumer that moves the tail after the check makes this return at once.
+ */
+export function waitWhileTail(ring: Ring, tail: number, ms: number): void {
+  Atomics.add(ring.i32, R_WAITERS, 1);
+  Atomics.wait(ring.i32, R_TAIL, tail, ms);
+  Atomics.sub(ring.i32, R_WAITERS, 1);
+}
+
+/**
  * Waits, without blocking the thread, until the ring's tail moves from `tail`
- * (the owner consumed more) or `ms` pass. The owner notifies R_TAIL after each
+ * (the owner consumed more) or `ms` pass. As with waitWhileTail, load `tail`
+ * before checking what the wait is for: loaded after, it may be the value the
+ * owner, done and asleep, never moves from again. The owner notifies R_TAIL after each
  * batch when R_WAITERS says someone waits; the timeout is the safety net.
  *
  * A pending Atomics.waitAsync does not keep a Node process alive (nor does

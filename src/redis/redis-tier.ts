@@ -130,13 +130,15 @@ export class RedisTier implements TierAccess {
       return { ring, shard, target: Atomics.load(ring.i32, 0) };
     }));
     for (const { ring, shard, target } of queued) {
-      while (!ring.consumedThrough(target)) {
+      for (;;) {
+        const tail = Atomics.load(ring.i32, R_TAIL);
+        if (ring.consumedThrough(target)) break;
         if (Date.now() > deadline) {
           throw new ShardCacheError('ERR_FLUSH_TIMEOUT', `flush() timed out after ${timeoutMs} ms with ${writeBehind.pending} write(s) still pending for Redis (and more not yet applied by shard ${shard}'s owner)`);
         }
         writeBehind.kick();
         this.config.writes.wake(shard);
-        await waitForTail(ring, Atomics.load(ring.i32, R_TAIL), 5);
+        await waitForTail(ring, tail, 5);
       }
     }
     // 2. Everything logged so far must be acknowledged by Redis (or failed).

@@ -117,6 +117,20 @@ describe('write queue ring', () => {
     expect(hashes).toEqual([1, 2, 3, 4, 5, 6, 7, 100]);
   });
 
+  it('waitForRoom returns at once when the consumer freed room after tryReserve found none', () => {
+    // The consumer frees room and, with nobody counted as waiting, notifies
+    // no one. Waiting on a fresh load of the tail would then sleep the whole
+    // timeout (an empty ring's tail never moves again); waiting on the tail
+    // tryReserve saw sees the move. The timeout is far past the test's own.
+    const { producer, consumer } = ring(1024);
+    const rec: Rec = { op: OP_SET, hash: 1, key: 'k', value: Buffer.alloc(94), expiresAt: 0 };
+    while (tryPush(producer, rec));
+    expect(producer.tryReserve(128)).toBe(-1);
+    while (pop(consumer) !== undefined);
+    producer.waitForRoom(60_000);
+    expect(producer.tryReserve(128)).toBeGreaterThan(0);
+  });
+
   it('wraps a record that does not fit before the end to the start (WRAP record), in order', () => {
     const { producer, consumer } = ring(1024);
     const small: Rec = { op: OP_SET, hash: 1, key: 'a', value: Buffer.alloc(300, 1), expiresAt: 0 }; // 336 bytes
