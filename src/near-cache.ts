@@ -80,9 +80,10 @@ export class NearCache {
     const expires = this.expires[id]!;
     if (expires !== 0 && expires <= Date.now()) return this.drop(key, id);
     this.referenced[id] = 1;
-    // Mark the key used for the owner's CLOCK, but only on every 8th hit: the
-    // slot is likely a cache miss, and a hot key is hit often enough.
-    if ((++this.hits & 7) === 0) view.touch(this.slot[id]!);
+    // Mark the key used for the owner's CLOCK (and count it in the sketch with
+    // maxEntries), but only on every 8th hit: the slot is likely a cache miss,
+    // and a hot key is hit often enough.
+    if ((++this.hits & 7) === 0) view.touchSampled(this.slot[id]!, 8);
     return this.values[id];
   }
 
