@@ -28,10 +28,10 @@ export interface ShardCacheOptions {
    * Most entries all shards together hold, besides the maxBytes budget
    * (like lru-cache's `max`): whichever binds first evicts. Each shard holds
    * at most ceil(maxEntries / shards), since a key's shard is fixed by its
-   * hash; a shard's index grows to fit its share, and a share the budget
-   * cannot index (more than about one entry per 40 bytes of the shard, with
-   * the index and sketch taking half of it) is clamped to what it can
-   * (`stats().maxEntries` says what was granted).
+   * hash. A shard's index grows to fit its share; a share its budget cannot
+   * index (the index and the sketch may take half the shard: about one entry
+   * per 40 to 64 bytes of the shard) is clamped to what it can, and
+   * `stats().maxEntries` says what was granted.
    *
    * Setting it also turns on frequency-aware admission (W-TinyLFU): readers
    * count their reads in a sketch in shared memory (8 bytes per entry, out of
