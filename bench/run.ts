@@ -50,7 +50,7 @@ const SCENARIOS: Scenario[] = [
   { name: 'shards', about: 'one thread at shard counts 1, 2, 4, … 4 × cores', run: (ctx) => runShardSweep(ctx, RESULTS_DIR) },
   { name: 'capacity', about: 'entries a 64 MiB budget holds, per value kind, vs lru-cache heap per entry', run: runCapacity },
   { name: 'memory', about: 'millions of ~100 B objects: heap, RSS, GC, event-loop delay (child processes)', run: runMemory },
-  { name: 'eviction', about: 'hit ratio of the shard eviction (CLOCK) on the ARC traces vs lru-cache', run: runEviction },
+  { name: 'eviction', about: 'hit ratio on the ARC traces (maxEntries: W-TinyLFU; default: CLOCK) vs lru-cache and ARC; cost of counting reads', run: runEviction },
   { name: 'redis', about: 'the Redis tier (needs --redis URL; a stub for now)', run: runRedisTier },
 ];
 

@@ -89,9 +89,10 @@ export class NearCache {
     const expires = this.recordsF64[id * 4 + R_EXPIRES_F64]!;
     if (expires !== 0 && expires <= Date.now()) return this.drop(key, id);
     records[r + R_REFERENCED] = 1;
-    // Mark the key used for the owner's CLOCK, but only on every 8th hit: the
-    // slot is likely a cache miss, and a hot key is hit often enough.
-    if ((++this.hits & SAMPLE_MASK) === 0) this.views[shard]!.touch(records[r + R_SLOT]!);
+    // Mark the key used for the owner's CLOCK (and count it in the sketch with
+    // maxEntries), but only on every 8th hit: the slot is likely a cache miss,
+    // and a hot key is hit often enough.
+    if ((++this.hits & SAMPLE_MASK) === 0) this.views[shard]!.touchSampled(records[r + R_SLOT]!, SAMPLE_MASK + 1);
     return this.values[id];
   }
 

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { invalidOption } from './errors.js';
-import { MIN_SHARD_BYTES, largestValueFor, shardGeometry } from './memory/layout.js';
+import { MIN_SHARD_BYTES, largestValueFor, shardEntryBound, shardGeometry } from './memory/layout.js';
 import { recordBytes } from './memory/write-queue.js';
 import { MAX_KEY_LENGTH } from './memory/layout.js';
 import type { RedisOptions } from './redis/redis-options.js';
@@ -24,6 +24,24 @@ export interface ShardCacheOptions {
    * @default 64 MiB
    */
   maxBytes?: number;
+  /**
+   * Most entries all shards together hold, besides the maxBytes budget
+   * (like lru-cache's `max`): whichever binds first evicts. Each shard holds
+   * at most ceil(maxEntries / shards), since a key's shard is fixed by its
+   * hash. A shard's index grows to fit its share; a share its budget cannot
+   * index (the index and the sketch may take half the shard: about one entry
+   * per 40 to 64 bytes of the shard) is clamped to what it can, and
+   * `stats().maxEntries` says what was granted.
+   *
+   * Setting it also turns on frequency-aware admission (W-TinyLFU): readers
+   * count their reads in a sketch in shared memory (8 bytes per entry, out of
+   * maxBytes), and a new key enters the main space only if it was read more
+   * often than what it would displace, so scans and one-hit keys do not flush
+   * the working set. Without it, entries are bounded by bytes alone and
+   * evicted by CLOCK, and reads count nothing.
+   * @default undefined (no entry bound)
+   */
+  maxEntries?: number;
   /**
    * Default time to live in milliseconds for `set` without its own `ttlMs`.
    * 0 or Infinity means entries do not expire (not "expire at once"); any
@@ -63,6 +81,10 @@ export interface ResolvedCoreOptions {
   shards: number;
   maxBytes: number;
   shardBytes: number;
+  /** options.maxEntries, 0 if unset. */
+  maxEntries: number;
+  /** Each shard's entry bound: its share of maxEntries, clamped to what its budget can index; 0 if none. */
+  shardMaxEntries: number;
   ttlMs: number;
   maxValueBytes: number;
   nearCache: number;
@@ -102,8 +124,13 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
   if (shardBytes > MAX_SHARD_BYTES) {
     throw invalidOption('maxBytes', `must be at most 2 GiB per shard; raise options.shards`, maxBytes);
   }
+  const maxEntries = options.maxEntries ?? 0;
+  if (options.maxEntries !== undefined && (!Number.isSafeInteger(maxEntries) || maxEntries < 1)) {
+    throw invalidOption('maxEntries', 'must be a positive safe integer, or undefined for no entry bound', options.maxEntries);
+  }
+  const shardMaxEntries = shardEntryBound(Math.floor(shardBytes / 8) * 8, Math.ceil(maxEntries / shards));
   const ttlMs = resolveTtl(options.ttlMs ?? DEFAULTS.ttlMs, 'ttlMs');
-  const largest = largestValueFor(shardGeometry(shardBytes));
+  const largest = largestValueFor(shardGeometry(shardBytes, shardMaxEntries));
   const maxValueBytes = options.maxValueBytes ?? Math.min(DEFAULTS.maxValueBytes, largest);
   if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > largest) {
     throw invalidOption('maxValueBytes', `must be an integer from 1 to ${largest} (a quarter of a shard's arena) with maxBytes ${maxBytes} and ${shards} shards`, maxValueBytes);
@@ -118,7 +145,7 @@ export function resolveOptions(options: ShardCacheOptions = {}): ResolvedCoreOpt
   // waits for a ring that can never hold it.
   let ringBytes = MIN_RING_BYTES;
   while (ringBytes < 2 * recordBytes(MAX_KEY_LENGTH, maxValueBytes)) ringBytes *= 2;
-  return { shards, maxBytes, shardBytes, ttlMs, maxValueBytes, nearCache, backpressureTimeoutMs, ringBytes };
+  return { shards, maxBytes, shardBytes, maxEntries, shardMaxEntries, ttlMs, maxValueBytes, nearCache, backpressureTimeoutMs, ringBytes };
 }
 
 /**

@@ -90,6 +90,8 @@ export class ShardCache extends EventEmitter {
   private readonly controlF64: Float64Array;
   private readonly statsSlot: number;
   private readonly scratch = new Scratch();
+  /** Whether the shards count reads for admission (maxEntries): decided once, not per read. */
+  private readonly countsReads: boolean;
   /** Refuses at `set` a value the Redis codec could never store (see checkForCodec); undefined when none can be foreseen. */
   private readonly checkCodec: ((value: unknown, key: string) => void) | undefined;
   private isClosed = false;
@@ -111,6 +113,7 @@ export class ShardCache extends EventEmitter {
     this.controlF64 = new Float64Array(handle.control);
     this.statsSlot = takeThreadSlot(this.control);
     this.near = createNearCache(handle.options.nearCache, views);
+    this.countsReads = views[0]?.sketch !== undefined;
     const overlay = this.overlay;
     const atomics = (this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec }));
     this.fetcher = new Fetcher({
@@ -258,6 +261,7 @@ export class ShardCache extends EventEmitter {
       if (queued !== undefined) {
         const value = this.overlay.read(queued);
         this.controlF64[this.statsSlot + (value === undefined ? T_MISSES : T_HITS)]!++;
+        if (this.countsReads) this.countRead(key);
         return value;
       }
     }
@@ -273,6 +277,10 @@ export class ShardCache extends EventEmitter {
     const shard = shardOf(hash, this.shardCount);
     const view = this.views[shard]!;
     const length = view.read(key, hash, READ_CLOCK, this.scratch);
+    // With maxEntries, every read counts into the shard's frequency sketch, a
+    // miss too: admission needs to know the keys that are asked for, not only
+    // those present (see memory/eviction-policy.ts).
+    view.sketch?.increment(hash);
     if (length === NOT_FOUND) {
       this.controlF64[this.statsSlot + T_MISSES]!++;
       return undefined;
@@ -284,7 +292,13 @@ export class ShardCache extends EventEmitter {
     return value;
   }
 
-  /** Whether a live (unexpired) entry exists for `key`. */
+  /** Counts a read served from the overlay into the key's shard sketch, as `get` counts the others. */
+  private countRead(key: string): void {
+    const hash = hashKey(key);
+    this.views[shardOf(hash, this.shardCount)]!.sketch?.increment(hash);
+  }
+
+  /** Whether a live (unexpired) entry exists for `key`. Not counted as a read for admission (like lru-cache's has, which leaves recency alone). */
   has(key: string): boolean {
     if (this.isClosed) throw closedError();
     checkKey(key);

@@ -55,7 +55,7 @@ export async function createParts(options: ShardCacheOptions | undefined): Promi
   const wb = redis?.writeBehind || undefined;
   const control = createControl();
   const controlI32 = new Int32Array(control);
-  const shards = Array.from({ length: resolved.shards }, () => createShardBuffer(resolved.shardBytes));
+  const shards = Array.from({ length: resolved.shards }, () => createShardBuffer(resolved.shardBytes, resolved.shardMaxEntries));
   const handle: CacheHandle = {
     kind: 'shardcache',
     version: 1,

@@ -3,6 +3,8 @@
  *
  *   byte 0                 HEADER (256 B)   control words (Int32) and counters (Float64)
  *   HEADER_BYTES           STRIPES          one Int32 seqlock version per stripe
+ *   sketchOffset           SKETCH           only with maxEntries: the frequency sketch,
+ *                                           64-byte blocks of 4-bit counters (frequency-sketch.ts)
  *   indexOffset            INDEX            `slots` slots of 4 Int32 words:
  *                                             [0] hash (0 = empty)  [1] entry byte offset
  *                                             [2] entry seq          [3] referenced (CLOCK bit)
@@ -52,15 +54,23 @@ export const H_SLOTS = 5;
 export const H_INDEX_OFFSET = 6;
 export const H_ARENA_OFFSET = 7;
 export const H_ARENA_BYTES = 8;
-// Words 9 and 10 are unused: the doorbell lives on a cache line of its own (below).
+/** The shard's entry bound (options.maxEntries, split per shard and clamped); 0 = bounded by bytes only. */
+export const H_MAX_ENTRIES = 9;
+/** Byte offset of the frequency sketch; 0 = none (no maxEntries). */
+export const H_SKETCH_OFFSET = 10;
 export const H_TTL_ENTRIES = 11; // entries written with a TTL, so the owner knows to sweep
 export const H_SWEEP_CURSOR = 12; // next slot the expiry sweep looks at
+// Written by readers, not the owner (Atomics.add, a batch at a time): reads counted
+// into the sketch so far, wrapping. The owner ages the sketch and sizes the
+// admission window by it (eviction-policy.ts).
+export const H_ACCESSES = 13;
 export const H_DIRTY = 14; // entries still waiting to be written to Redis
 export const H_STALLED = 15; // 1 while the owner cannot make room because everything left is dirty
 export const H_WRITE_GENERATION = 16; // bumped by every set, delete and clear the owner applies
 export const H_LOG_RECORDS = 17; // records appended to the change log so far (wrapping)
 // Written by the Redis flusher, not the owner: every change-log record up to this number is flushed or failed.
 export const H_LOG_PROCESSED = 18;
+// Words 19 to 55 are unused, but for the Float64 counters (words 32 to 41).
 // Producers read SLEEPING on every write; the owner writes the words above on
 // every apply. Sharing a cache line, each write would cost producers a miss.
 export const H_DOORBELL = 56; // producers bump and notify it to wake a sleeping owner
@@ -71,6 +81,8 @@ export const F_SETS = 16;
 export const F_DELETES = 17;
 export const F_EVICTIONS = 18;
 export const F_EXPIRATIONS = 19;
+/** Evictions that were admission refusing a new entry (counted in F_EVICTIONS too). */
+export const F_REJECTIONS = 20;
 
 // Entry fields, as byte offsets from the entry's start.
 export const E_SIZE = 0;
@@ -139,18 +151,71 @@ export function fitsOneByte(units: Uint16Array, index: number, length: number): 
 export interface ShardGeometry {
   readonly totalBytes: number;
   readonly slots: number;
+  /** The entry bound the shard enforces; 0 = none beyond the index's load (see MAX_LOAD). */
+  readonly maxEntries: number;
+  /** 0 without maxEntries. */
+  readonly sketchOffset: number;
+  readonly sketchBytes: number;
   readonly indexOffset: number;
   readonly arenaOffset: number;
   readonly arenaBytes: number;
 }
 
-export function shardGeometry(shardBytes: number): ShardGeometry {
+/**
+ * Bytes of the frequency sketch for a shard holding up to `maxEntries`: 8 bytes
+ * (sixteen 4-bit counters) per entry, rounded up to a power of two, as
+ * Caffeine sizes its sketch; at least one 64-byte block.
+ */
+export function sketchBytesFor(maxEntries: number): number {
+  let bytes = 64;
+  while (bytes < maxEntries * 8) bytes *= 2;
+  return bytes;
+}
+
+/** Slots whose load bound (MAX_LOAD) is at least `entries`. */
+function slotsFor(entries: number): number {
+  let slots = Math.ceil(entries / MAX_LOAD);
+  while (Math.floor(slots * MAX_LOAD) < entries) slots++;
+  return slots;
+}
+
+/**
+ * The index and the sketch together may take at most this share of a shard
+ * with maxEntries: a bound the bytes could never reach would only shrink the
+ * arena, so a larger maxEntries is clamped to what this leaves room for.
+ */
+const MAX_BOUND_SHARE = 0.5;
+
+/**
+ * The entry bound a shard of `totalBytes` can honour for a requested
+ * `maxEntries` (0 = none): the request, or less where the index and sketch
+ * it needs would take more than half the shard.
+ */
+export function shardEntryBound(totalBytes: number, maxEntries: number): number {
+  if (maxEntries <= 0) return 0;
+  const fits = (m: number) => Math.max(64, Math.floor(totalBytes / BYTES_PER_SLOT), slotsFor(m)) * SLOT_BYTES + sketchBytesFor(m) <= totalBytes * MAX_BOUND_SHARE;
+  if (fits(maxEntries)) return maxEntries;
+  let lo = 1, hi = maxEntries; // fits(lo) holds for any shard of at least MIN_SHARD_BYTES
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** `maxEntries` is this shard's share of options.maxEntries (0 = none). */
+export function shardGeometry(shardBytes: number, maxEntries = 0): ShardGeometry {
   const totalBytes = Math.floor(shardBytes / 8) * 8;
-  const slots = Math.max(64, Math.floor(totalBytes / BYTES_PER_SLOT));
-  const indexOffset = HEADER_BYTES + STRIPES * 4;
+  const bound = shardEntryBound(totalBytes, maxEntries);
+  // With a bound, the index grows to hold it when the byte-derived one would not.
+  const slots = Math.max(64, Math.floor(totalBytes / BYTES_PER_SLOT), bound > 0 ? slotsFor(bound) : 0);
+  const sketchOffset = bound > 0 ? HEADER_BYTES + STRIPES * 4 : 0;
+  const sketchBytes = bound > 0 ? sketchBytesFor(bound) : 0;
+  const indexOffset = HEADER_BYTES + STRIPES * 4 + sketchBytes;
   const arenaOffset = indexOffset + slots * SLOT_BYTES;
   const arenaBytes = totalBytes - arenaOffset;
-  return { totalBytes, slots, indexOffset, arenaOffset, arenaBytes };
+  return { totalBytes, slots, maxEntries: bound, sketchOffset, sketchBytes, indexOffset, arenaOffset, arenaBytes };
 }
 
 /** Largest value a shard of this geometry accepts: an entry may use at most a quarter of the arena. */
@@ -158,13 +223,15 @@ export function largestValueFor(geometry: ShardGeometry): number {
   return Math.floor(geometry.arenaBytes / 4) - ENTRY_HEADER_BYTES - MAX_KEY_LENGTH * 2;
 }
 
-export function createShardBuffer(shardBytes: number): SharedArrayBuffer {
-  const g = shardGeometry(shardBytes);
+export function createShardBuffer(shardBytes: number, maxEntries = 0): SharedArrayBuffer {
+  const g = shardGeometry(shardBytes, maxEntries);
   const sab = new SharedArrayBuffer(g.totalBytes);
   const i32 = new Int32Array(sab);
   i32[H_SLOTS] = g.slots;
   i32[H_INDEX_OFFSET] = g.indexOffset;
   i32[H_ARENA_OFFSET] = g.arenaOffset;
   i32[H_ARENA_BYTES] = g.arenaBytes;
+  i32[H_MAX_ENTRIES] = g.maxEntries;
+  i32[H_SKETCH_OFFSET] = g.sketchOffset;
   return sab;
 }

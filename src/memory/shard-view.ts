@@ -15,6 +15,7 @@ import {
   SLOT_WORDS, STRIPE_MASK,
 } from './layout.js';
 import { STRIPE_STUCK, readBegin, readValid } from './stripe-lock.js';
+import { type FrequencySketch, sketchFor } from './frequency-sketch.js';
 
 export const NOT_FOUND = -1;
 /**
@@ -38,6 +39,11 @@ export class ShardView {
   readonly slotBase: number;
   readonly arenaStart: number;
   readonly arenaEnd: number;
+  /**
+   * The shard's frequency sketch (only with maxEntries): readers count every
+   * `get` of one of its keys here, hit or miss, for the owner's admission.
+   */
+  readonly sketch: FrequencySketch | undefined;
 
   // Results of the last successful `read`/`locate`, kept in fields so the hot
   // path allocates nothing.
@@ -66,6 +72,7 @@ export class ShardView {
     this.slotBase = this.i32[H_INDEX_OFFSET]! >> 2;
     this.arenaStart = this.i32[H_ARENA_OFFSET]!;
     this.arenaEnd = this.arenaStart + this.i32[H_ARENA_BYTES]!;
+    this.sketch = sketchFor(sab, this.i32);
   }
 
   get entries(): number {
@@ -145,6 +152,17 @@ export class ShardView {
     // Read before writing: a store would dirty the line for every other reader.
     const w = this.slotBase + slot * SLOT_WORDS + 3;
     if (this.i32[w] === 0) this.i32[w] = 1;
+  }
+
+  /**
+   * A near-cache hit reported one time in `reads`: marks the slot and, with
+   * a sketch, counts the read there. The slot's hash word is the key's own:
+   * the near cache checked that the slot still holds its write.
+   */
+  touchSampled(slot: number, reads: number): void {
+    const w = this.slotBase + slot * SLOT_WORDS;
+    if (this.i32[w + 3] === 0) this.i32[w + 3] = 1;
+    this.sketch?.incrementSampled(this.i32[w]!, reads);
   }
 
   /**

@@ -12,6 +12,13 @@
  * is moved to head instead of evicted. Otherwise it is evicted. CLOCK over the
  * arena approximates LRU; see bench/ for hit ratios on the ARC traces.
  *
+ * With maxEntries the shard also has an entry bound, and W-TinyLFU decides
+ * what the bound evicts (eviction-policy.ts, which cites the papers): a new
+ * key must prove more popular, by the readers' frequency sketch, than what it
+ * would displace. The arena's tail is then kept or evicted by the policy's
+ * segments instead of the bare CLOCK bit (EvictionPolicy.keepAtTail), so the
+ * byte bound, when it binds first, also spares the protected entries.
+ *
  * Crash safety: each change is prepared where no reader looks (free arena
  * space) and published by slot stores under the stripe seqlock, so an owner
  * that dies mid-change leaves either the old or the new state, plus at worst an
@@ -20,7 +27,7 @@
 import { homeSlot } from '../hash.js';
 import {
   E_EXPIRES, E_FLAGS, E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, E_VALUE_LENGTH,
-  F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS, FLAG_DIRTY,
+  F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_REJECTIONS, F_SETS, FLAG_DIRTY, H_MAX_ENTRIES,
   H_LOG_RECORDS, H_WRITE_GENERATION, H_ARENA_HEAD, RECORD_NUMBER_MASK, H_ARENA_TAIL, H_ARENA_USED, H_DIRTY, H_ENTRIES, H_SEQ, H_SWEEP_CURSOR, H_TTL_ENTRIES,
   HEADER_BYTES, KEY_LENGTH_MASK, KEY_WIDE, MAX_LOAD, STALE_SHIFT, SLOT_WORDS, STRIPE_MASK, STRIPES, entryBytes, fitsOneByte,
 } from './layout.js';
@@ -30,14 +37,32 @@ import {
   OP_CLEAN, OP_CLEAR, OP_DELETE, OP_DROP, OP_DROP_CLEAN, OP_FILL, OP_PUT, OP_SET, type Ring,
 } from './write-queue.js';
 import type { ChangeLog } from './change-log.js';
+import { EvictionPolicy, NO_SLOT } from './eviction-policy.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
 /** Deletes remembered for refusing stale FILLs (see recentDeletes). */
 const RECENT_DELETES = 65_536;
+/**
+ * With a policy, the share of the arena live entries may fill before the
+ * bytes bind. Below it at least a quarter of the ring is dead space, so
+ * moving the live entries met at the tail costs at most three moves per
+ * entry's worth of room found.
+ */
+const ROOMY_SHARE = 0.75;
 
 export class ShardWriter extends ShardView {
   readonly arenaBytes: number;
   private readonly maxEntries: number;
+  /** W-TinyLFU, with maxEntries only; without, the arena's CLOCK alone evicts. */
+  readonly policy: EvictionPolicy | undefined;
+  /**
+   * Bytes of the entries slots point at (the arena's used bytes also count
+   * dead entries and padding). With a policy, while these stay under
+   * ROOMY_SHARE of the arena the bytes do not bind: a live entry met at the
+   * tail is moved, never evicted, and only the entry bound evicts.
+   */
+  private liveBytes = 0;
+  private readonly roomyBytes: number;
   /** Stripes made odd by the current change, made even together at its end. */
   private touched = new Int32Array(64);
   private touchedCount = 0;
@@ -76,7 +101,21 @@ export class ShardWriter extends ShardView {
   constructor(sab: SharedArrayBuffer) {
     super(sab);
     this.arenaBytes = this.arenaEnd - this.arenaStart;
-    this.maxEntries = Math.floor(this.slots * MAX_LOAD);
+    const indexBound = Math.floor(this.slots * MAX_LOAD);
+    const bound = this.i32[H_MAX_ENTRIES]!;
+    if (bound > 0 && this.sketch !== undefined) {
+      this.maxEntries = Math.min(bound, indexBound);
+      this.policy = new EvictionPolicy(this.i32, this.slotBase, this.slots, this.maxEntries, this.sketch);
+      // A new owner takes over the entries the last one left.
+      this.policy.adopt(this.slots);
+    } else {
+      this.maxEntries = indexBound;
+    }
+    this.roomyBytes = Math.floor(this.arenaBytes * ROOMY_SHARE);
+    for (let s = 0; s < this.slots; s++) {
+      const w = this.slotBase + s * SLOT_WORDS;
+      if (this.i32[w] !== 0) this.liveBytes += this.i32[(this.i32[w + 1]! + E_SIZE) >> 2]!;
+    }
   }
 
   /**
@@ -154,8 +193,13 @@ export class ShardWriter extends ShardView {
     const removals = this.slotRemovals;
     let slot = this.probeCodeUnits(ring.u16, keyIndex, keyLength, hash);
     if (slot === NOT_FOUND) {
-      while (this.i32[H_ENTRIES]! >= this.maxEntries) {
-        if (!this.evictOne(false)) return false;
+      const policy = this.policy;
+      if (policy !== undefined) {
+        if (!this.admitRoom(policy)) return false;
+      } else {
+        while (this.i32[H_ENTRIES]! >= this.maxEntries) {
+          if (!this.evictOne(false)) return false;
+        }
       }
     }
     const position = this.reserve(size);
@@ -184,6 +228,7 @@ export class ShardWriter extends ShardView {
     this.advanceHead(size);
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
     if (dirty) i32[H_DIRTY]!++;
+    this.liveBytes += size;
 
     // Publish. Evicting may have removed slots, and a removal shifts others
     // (the key's own among them): then locate the key again.
@@ -191,6 +236,7 @@ export class ShardWriter extends ShardView {
     if (slot !== NOT_FOUND) {
       const w = this.slotBase + slot * SLOT_WORDS;
       this.forgetDirty(i32[w + 1]!);
+      this.liveBytes -= i32[(i32[w + 1]! + E_SIZE) >> 2]!;
       this.begin(hash);
       i32[w + 1] = at;
       i32[w + 2] = seq;
@@ -206,8 +252,31 @@ export class ShardWriter extends ShardView {
       i32[w] = hash;
       this.end();
       i32[H_ENTRIES]!++;
+      this.policy?.insert(i);
     }
     this.f64[F_SETS]!++;
+    return true;
+  }
+
+  /**
+   * Makes index room for one new key by the policy's choice (see
+   * eviction-policy.ts). False if every entry waits for Redis.
+   */
+  private admitRoom(policy: EvictionPolicy): boolean {
+    policy.maintain();
+    while (this.i32[H_ENTRIES]! >= this.maxEntries) {
+      const slot = policy.victim();
+      if (slot === NO_SLOT) return false;
+      const at = this.i32[this.slotBase + slot * SLOT_WORDS + 1]!;
+      const expires = this.f64[(at + E_EXPIRES) >> 3]!;
+      this.removeSlot(slot);
+      if (expires !== 0 && expires <= this.now()) {
+        this.f64[F_EXPIRATIONS]!++;
+      } else {
+        this.f64[F_EVICTIONS]!++;
+        if (policy.rejected) this.f64[F_REJECTIONS]!++;
+      }
+    }
     return true;
   }
 
@@ -310,6 +379,9 @@ export class ShardWriter extends ShardView {
     i32[H_ENTRIES] = 0;
     i32[H_DIRTY] = 0;
     for (let s = 0; s < STRIPES; s++) writeEnd(i32, STRIPE_BASE + s);
+    this.liveBytes = 0;
+    // The sketch keeps its counts: what was popular before a clear likely is after.
+    this.policy?.clear();
   }
 
   /**
@@ -407,12 +479,15 @@ export class ShardWriter extends ShardView {
       const w = this.slotBase + slot * SLOT_WORDS;
       const expires = this.f64[(at + E_EXPIRES) >> 3]!;
       const dirty = (i32[(at + E_FLAGS) >> 2]! & FLAG_DIRTY) !== 0;
-      if (dirty || (!ignoreClock && i32[w + 3] === 1 && !(expires !== 0 && expires <= this.now()))) {
+      const expired = expires !== 0 && expires <= this.now();
+      // keepAtTail reorders the policy's lists, so it is asked last, and only when its answer decides.
+      const policy = this.policy;
+      if (dirty || (!ignoreClock && !expired && (policy === undefined ? i32[w + 3] === 1 : this.liveBytes < this.roomyBytes || policy.keepAtTail(slot)))) {
         this.moveTailToHead(slot, at, size, hash);
         return size;
       }
       this.removeSlot(slot);
-      if (expires !== 0 && expires <= this.now()) this.f64[F_EXPIRATIONS]!++;
+      if (expired) this.f64[F_EXPIRATIONS]!++;
       else this.f64[F_EVICTIONS]!++;
     }
     this.advanceTail(size);
@@ -474,9 +549,13 @@ export class ShardWriter extends ShardView {
       i32[H_ARENA_HEAD] = tail;
     }
     const to = this.arenaStart + i32[H_ARENA_HEAD]!;
+    // The move is CLOCK's second chance, which spends the referenced bit; a
+    // policy reads the bit itself (keepAtTail), and a move only to make room
+    // must leave it for the policy's lists.
+    const referenced = this.policy === undefined ? 0 : i32[w + 3]!;
     if (to === at) {
       // Full ring: moving the entry from tail to head is only moving the ends.
-      this.i32[w + 3] = 0;
+      this.i32[w + 3] = referenced;
       this.advanceHead(size);
       this.advanceTail(size);
       return;
@@ -488,7 +567,7 @@ export class ShardWriter extends ShardView {
     this.advanceHead(size);
     this.begin(hash);
     i32[w + 1] = to;
-    i32[w + 3] = 0;
+    i32[w + 3] = referenced;
     this.end();
     this.advanceTail(size);
   }
@@ -552,6 +631,9 @@ export class ShardWriter extends ShardView {
     const i32 = this.i32;
     const n = this.slots;
     const base = this.slotBase;
+    const policy = this.policy;
+    policy?.remove(slot);
+    this.liveBytes -= i32[(i32[base + slot * SLOT_WORDS + 1]! + E_SIZE) >> 2]!;
     this.begin(i32[base + slot * SLOT_WORDS]!);
     let hole = slot;
     let j = slot;
@@ -570,6 +652,7 @@ export class ShardWriter extends ShardView {
         i32[wh + 2] = i32[wj + 2]!;
         i32[wh + 3] = i32[wj + 3]!;
         i32[wh] = h;
+        policy?.move(j, hole);
         hole = j;
       }
     }

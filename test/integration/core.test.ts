@@ -497,8 +497,8 @@ describe('stats', () => {
     const cache = await testCache({ shards: 2, maxBytes: 4 * MiB }, cleanup);
     const reader = await testAttach(cache.handle, cleanup);
     expect(cache.stats()).toEqual({
-      entries: 0, bytesUsed: expect.any(Number), maxBytes: 4 * MiB, shards: 2,
-      hits: 0, misses: 0, sets: 0, deletes: 0, evictions: 0, expirations: 0,
+      entries: 0, bytesUsed: expect.any(Number), maxBytes: 4 * MiB, maxEntries: 0, shards: 2,
+      hits: 0, misses: 0, sets: 0, deletes: 0, evictions: 0, rejections: 0, expirations: 0,
     });
     const empty = cache.stats().bytesUsed;
     expect(empty).toBeLessThanOrEqual(4 * MiB);

@@ -63,8 +63,26 @@ describe('resolveOptions', () => {
     ['maxValueBytes', 0], ['maxValueBytes', 1.5], ['maxValueBytes', 1e12],
     ['nearCache', -1], ['nearCache', 0.5], ['nearCache', 1e9],
     ['backpressureTimeoutMs', -1], ['backpressureTimeoutMs', Number.NaN],
+    ['maxEntries', 0], ['maxEntries', -5], ['maxEntries', 1.5], ['maxEntries', '1000'], ['maxEntries', Number.NaN],
+    ['maxEntries', Number.POSITIVE_INFINITY], ['maxEntries', 2 ** 53],
   ])('refuses options.%s = %s, naming it', (name, value) => {
     invalid({ shards: 2, maxBytes: 8 * MiB, [name]: value }, name);
+  });
+
+  it('splits maxEntries over the shards, rounding up, and clamps a share the budget cannot index', () => {
+    expect(resolveOptions({ shards: 2, maxBytes: 8 * MiB })).toMatchObject({ maxEntries: 0, shardMaxEntries: 0 });
+    expect(resolveOptions({ shards: 3, maxBytes: 8 * MiB, maxEntries: 1000 })).toMatchObject({ maxEntries: 1000, shardMaxEntries: 334 });
+    // More entries than 4 MiB per shard could index: the index and sketch may take half the shard.
+    const r = resolveOptions({ shards: 2, maxBytes: 8 * MiB, maxEntries: 10_000_000 });
+    expect(r.shardMaxEntries).toBeGreaterThan(50_000);
+    expect(r.shardMaxEntries).toBeLessThan(5_000_000);
+    const g = shardGeometry(r.shardBytes, r.shardMaxEntries);
+    expect(g.maxEntries).toBe(r.shardMaxEntries);
+    expect(g.indexOffset + g.slots * 16 - g.sketchOffset).toBeLessThanOrEqual(r.shardBytes / 2);
+    // A bound the default index holds leaves the index as it was; a larger one grows it.
+    expect(shardGeometry(4 * MiB, 1000).slots).toBe(shardGeometry(4 * MiB).slots);
+    expect(shardGeometry(4 * MiB, 50_000).slots * 0.85).toBeGreaterThanOrEqual(50_000);
+    expect(shardGeometry(4 * MiB, 50_000).maxEntries).toBe(50_000);
   });
 
   it('takes any TTL up to Infinity: Infinity means no expiry, as 0 does', () => {
