@@ -287,7 +287,9 @@ export class ShardCache extends EventEmitter {
     }
     view.touch(view.foundSlot);
     const value = this.codec.decodeRange(this.scratch.buffer, 0, length);
-    if (near !== undefined && freezeIfShareable(value)) near.set(key, value, shard, view);
+    // Frozen whether or not the near cache takes it now, so a caller never
+    // sees one read of a key mutable and the next frozen.
+    if (near !== undefined && freezeIfShareable(value) && near.admit(hash)) near.set(key, value, shard, view);
     this.controlF64[this.statsSlot + T_HITS]!++;
     return value;
   }

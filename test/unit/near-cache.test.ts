@@ -148,4 +148,16 @@ describe('NearCache', () => {
     near.clear();
     expect(near.size).toBe(0);
   });
+  it('admits a key that missed on its second miss, and forgets first misses after as many as it holds', () => {
+    const { near } = setup(4);
+    expect(near.admit(0x1234)).toBe(false);
+    expect(near.admit(0x1234)).toBe(true);
+    expect(near.admit(0x1234)).toBe(true);
+    // Three more first misses: the fourth since the last reset clears every mark.
+    for (const hash of [1, 2, 3]) expect(near.admit(hash)).toBe(false);
+    expect(near.admit(0x1234)).toBe(false);
+    expect(near.admit(0x1234)).toBe(true);
+    near.clear();
+    expect(near.admit(0x1234)).toBe(false);
+  });
 });
