@@ -22,8 +22,14 @@ import { OP_CLEAR, OP_DELETE, OP_SET, R_TAIL, RingProducer, recordBytes, waitFor
 import type { ResolvedCoreOptions } from './options.js';
 import type { Overlay } from './overlay.js';
 
-/** Queued bytes after which a burst of writes wakes its owner at once rather than at the burst's end. */
-const SIGNAL_EARLY_BYTES = 32 * 1024;
+/**
+ * Queued bytes after which a burst of writes wakes its owner at once rather
+ * than at the burst's end, so the owner applies while the burst goes on
+ * instead of all of it after. Measured, 1000 sets of ~100 B objects then
+ * settled(), 2 shards on 2 cores: 32 KiB 1.75 µs a set, 8 KiB 1.3 µs, 4 KiB
+ * 1.4 µs (more wake-ups than the owner's head start is worth).
+ */
+const SIGNAL_EARLY_BYTES = 8 * 1024;
 /** Longest single wait for an owner; checks (closed, deadline) run between waits. */
 const WAIT_SLICE_MS = 50;
 
