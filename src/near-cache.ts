@@ -99,7 +99,12 @@ export class NearCache {
     const records = this.records;
     const r = id * RECORD_INTS;
     const shard = records[r + R_SHARD]!;
-    const version = Atomics.load(this.shardWords[shard]!, records[r + R_STRIPE]!);
+    // A plain load, not Atomics.load (measured ~30 ns here, a fifth of the
+    // hit): an aligned Int32 read of shared memory cannot tear, and it is
+    // ordered after whatever made this thread expect a newer value (a message,
+    // a settled() seen through Atomics), so it misses no write it must see. A
+    // write racing with it may be seen or not, as for any read.
+    const version = this.shardWords[shard]![records[r + R_STRIPE]!]!;
     if (version !== records[r + R_VERSION]) {
       if (!this.views[shard]!.holds(records[r + R_SLOT]!, records[r + R_SEQ]!)) return this.drop(key, id);
       // Still current at a later version: remember it, so the next check is the fast one.

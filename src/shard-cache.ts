@@ -88,7 +88,8 @@ export class ShardCache extends EventEmitter {
   private readonly producer: number;
   private readonly control: Int32Array;
   private readonly controlF64: Float64Array;
-  private readonly statsSlot: number;
+  /** This thread's hit and miss counters, in shared memory. */
+  private readonly threadStats: Float64Array;
   private readonly scratch = new Scratch();
   /** Whether the shards count reads for admission (maxEntries): decided once, not per read. */
   private readonly countsReads: boolean;
@@ -111,7 +112,7 @@ export class ShardCache extends EventEmitter {
     this.producer = parts.producer;
     this.control = new Int32Array(handle.control);
     this.controlF64 = new Float64Array(handle.control);
-    this.statsSlot = takeThreadSlot(this.control);
+    this.threadStats = takeThreadSlot(this.control);
     this.near = createNearCache(handle.options.nearCache, views);
     this.countsReads = views[0]?.sketch !== undefined;
     const overlay = this.overlay;
@@ -244,7 +245,7 @@ export class ShardCache extends EventEmitter {
     if (near !== undefined && this.overlay.size === 0) {
       const value = near.get(key);
       if (value !== undefined) {
-        this.controlF64[this.statsSlot + T_HITS]!++;
+        this.threadStats[T_HITS]!++;
         return value;
       }
       return this.readShared(key, false);
@@ -260,7 +261,7 @@ export class ShardCache extends EventEmitter {
       const queued = this.overlay.pending(key);
       if (queued !== undefined) {
         const value = this.overlay.read(queued);
-        this.controlF64[this.statsSlot + (value === undefined ? T_MISSES : T_HITS)]!++;
+        this.threadStats[value === undefined ? T_MISSES : T_HITS]!++;
         if (this.countsReads) this.countRead(key);
         return value;
       }
@@ -269,7 +270,7 @@ export class ShardCache extends EventEmitter {
     if (checkNear && near !== undefined) {
       const value = near.get(key);
       if (value !== undefined) {
-        this.controlF64[this.statsSlot + T_HITS]!++;
+        this.threadStats[T_HITS]!++;
         return value;
       }
     }
@@ -282,7 +283,7 @@ export class ShardCache extends EventEmitter {
     // those present (see memory/eviction-policy.ts).
     view.sketch?.increment(hash);
     if (length === NOT_FOUND) {
-      this.controlF64[this.statsSlot + T_MISSES]!++;
+      this.threadStats[T_MISSES]!++;
       return undefined;
     }
     view.touch(view.foundSlot);
@@ -290,7 +291,7 @@ export class ShardCache extends EventEmitter {
     // Frozen whether or not the near cache takes it now, so a caller never
     // sees one read of a key mutable and the next frozen.
     if (near !== undefined && freezeIfShareable(value) && near.admit(hash)) near.set(key, value, shard, view);
-    this.controlF64[this.statsSlot + T_HITS]!++;
+    this.threadStats[T_HITS]!++;
     return value;
   }
 
