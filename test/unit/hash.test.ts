@@ -124,3 +124,19 @@ describe('homeSlot and stripes', () => {
     expect(worstDeviation(stripeBuckets, keys.length)).toBeLessThan(0.1);
   });
 });
+
+describe('hashKey with String subclassed (as ioredis does)', () => {
+  it('gives the same hashes once a String subclass exists and the prototype is restored, from code optimized before and after', async () => {
+    const keys = randomKeys(2000, 7).concat(sequentialKeys(2000));
+    const before = keys.map(hashKey);
+    // Warm hashKey up (optimized), then subclass String, then restore.
+    for (let round = 0; round < 50; round++) for (const key of keys) hashKey(key);
+    class Verbatim extends String {}
+    expect(new Verbatim('x').length).toBe(1);
+    const { restoreStringPrototype } = await import('../../dist/src/string-prototype.js');
+    restoreStringPrototype();
+    restoreStringPrototype();
+    expect(keys.map(hashKey)).toEqual(before);
+    expect('\uD800abc'.charCodeAt(0)).toBe(0xd800);
+  });
+});
