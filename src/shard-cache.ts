@@ -240,9 +240,11 @@ export class ShardCache extends EventEmitter {
     // is ever cached, and close() empties the near cache, so a bad key or a
     // closed cache always reaches readShared and its checks. Queued writes of
     // this thread must win over the near cache, so a non-empty overlay goes
-    // the long way too.
+    // the long way too, unless the owners have applied all of it by now (a
+    // load per shard): under a steady trickle of writes the overlay is rarely
+    // empty otherwise, and every get would take the long way.
     const near = this.near;
-    if (near !== undefined && this.overlay.size === 0) {
+    if (near !== undefined && (this.overlay.size === 0 || this.overlayApplied())) {
       const value = near.get(key);
       if (value !== undefined) {
         this.threadStats[T_HITS]!++;
@@ -251,6 +253,13 @@ export class ShardCache extends EventEmitter {
       return this.readShared(key, false);
     }
     return this.readShared(key, true);
+  }
+
+  /** Empties the overlay if every write in it is applied; returns whether it did. */
+  private overlayApplied(): boolean {
+    if (!this.writes.allApplied()) return false;
+    this.overlay.clear();
+    return true;
   }
 
   /** get past the near cache: this thread's queued write, else the shard. `checkNear`: the near cache was not asked yet. */

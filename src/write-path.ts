@@ -209,6 +209,13 @@ export class WritePath {
     return this.producers.map((p) => p.head);
   }
 
+  /** Whether the owners have applied every write this thread queued. */
+  allApplied(): boolean {
+    const producers = this.producers;
+    for (let shard = 0; shard < producers.length; shard++) if (!producers[shard]!.drained()) return false;
+    return true;
+  }
+
   /** Whether this thread queued nothing since `heads()` returned `heads`. */
   queuedNothingSince(heads: readonly number[]): boolean {
     for (let shard = 0; shard < heads.length; shard++) if (this.producers[shard]!.head !== heads[shard]) return false;

@@ -174,6 +174,11 @@ export class RingProducer extends Ring {
     this.tailSeen = Atomics.load(this.i32, R_TAIL);
   }
 
+  /** Whether the consumer has consumed every record this producer published. */
+  drained(): boolean {
+    return Atomics.load(this.i32, R_TAIL) === this.position;
+  }
+
   /**
    * Reserves `size` contiguous bytes (size from recordBytes). Returns the SAB
    * byte offset to write the record at, or -1 if the ring has no room now.
