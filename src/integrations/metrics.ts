@@ -40,6 +40,7 @@ const CACHE_INSTRUMENTS: readonly InstrumentSpec[] = [
   { name: 'shardcache.deletes', kind: 'counter', unit: '{delete}', description: 'Deletes applied by the shard owners', read: (s) => s.deletes },
   { name: 'shardcache.evictions', kind: 'counter', unit: '{eviction}', description: 'Entries evicted to stay within maxBytes', read: (s) => s.evictions },
   { name: 'shardcache.expirations', kind: 'counter', unit: '{expiration}', description: 'Entries removed because their TTL ran out', read: (s) => s.expirations },
+  { name: 'shardcache.rejections', kind: 'counter', unit: '{rejection}', description: 'New entries admission refused (with maxEntries: seen less often than the entry they would displace)', read: (s) => s.rejections },
   { name: 'shardcache.entries', kind: 'gauge', unit: '{entry}', description: 'Entries in the shards (expired ones count until their owner removes them)', read: (s) => s.entries },
   { name: 'shardcache.bytes_used', kind: 'gauge', unit: 'By', description: 'Bytes of the shards in use: index and entries', read: (s) => s.bytesUsed },
 ];

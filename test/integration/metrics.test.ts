@@ -30,7 +30,7 @@ interface Collected {
 
 const CACHE_NAMES = [
   'shardcache.hits', 'shardcache.misses', 'shardcache.sets', 'shardcache.deletes', 'shardcache.evictions',
-  'shardcache.expirations', 'shardcache.entries', 'shardcache.bytes_used',
+  'shardcache.expirations', 'shardcache.rejections', 'shardcache.entries', 'shardcache.bytes_used',
 ];
 const REDIS_NAMES = ['shardcache.redis.pending', 'shardcache.redis.flushed', 'shardcache.redis.failed', 'shardcache.redis.retries'];
 
@@ -69,6 +69,7 @@ function expected(stats: ShardCacheStats): Record<string, number> {
     'shardcache.deletes': stats.deletes,
     'shardcache.evictions': stats.evictions,
     'shardcache.expirations': stats.expirations,
+    'shardcache.rejections': stats.rejections,
     'shardcache.entries': stats.entries,
     'shardcache.bytes_used': stats.bytesUsed,
     ...(stats.redis
@@ -141,10 +142,25 @@ describe('registerMetrics', () => {
       'shardcache.deletes': 'counter {delete}',
       'shardcache.evictions': 'counter {eviction}',
       'shardcache.expirations': 'counter {expiration}',
+      'shardcache.rejections': 'counter {rejection}',
       'shardcache.entries': 'gauge {entry}',
       'shardcache.bytes_used': 'gauge By',
     });
     for (const { description } of collected.values()) expect(description.length).toBeGreaterThan(10);
+  });
+
+  it('with maxEntries, rejections counts the new entries admission refused', async () => {
+    const cache = await cacheWith({ shards: 1, maxBytes: 4 * 1024 * 1024, maxEntries: 100, nearCache: 0 });
+    // Hot keys read often, then a stream of keys never read: the stream loses to them.
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 100; i++) if (cache.get(`hot${i}`) === undefined) cache.set(`hot${i}`, i);
+      await cache.settled();
+    }
+    for (let i = 0; i < 1_000; i++) cache.set(`cold${i}`, i);
+    await cache.settled();
+    const stats = cache.stats();
+    expect(stats.rejections).toBeGreaterThan(0);
+    expect(valuesOf(await collect(reader))['shardcache.rejections']).toBe(stats.rejections);
   });
 
   it("counts other threads' reads: every thread's stats() is the same memory", async () => {
