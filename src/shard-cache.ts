@@ -425,12 +425,10 @@ export class ShardCache extends EventEmitter {
   /** Resolves when every write this thread queued before the call is visible to all threads. */
   async settled(): Promise<void> {
     if (this.isClosed) throw closedError();
-    const heads = this.writes.heads();
-    await this.writes.waitApplied(heads);
-    // Nothing queued since: every write the overlay holds is applied, and
-    // clearing it is O(1) where a sweep visits each of them.
-    if (this.writes.queuedNothingSince(heads)) this.overlay.clear();
-    else this.overlay.sweep();
+    await this.writes.waitApplied(this.writes.heads());
+    // Clearing is O(1) where a sweep visits every entry; it is right only
+    // if nothing queued meanwhile is still waiting.
+    if (!this.overlayApplied()) this.overlay.sweep();
   }
 
   stats(): ShardCacheStats {

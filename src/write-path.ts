@@ -216,12 +216,6 @@ export class WritePath {
     return true;
   }
 
-  /** Whether this thread queued nothing since `heads()` returned `heads`. */
-  queuedNothingSince(heads: readonly number[]): boolean {
-    for (let shard = 0; shard < heads.length; shard++) if (this.producers[shard]!.head !== heads[shard]) return false;
-    return true;
-  }
-
   /** Resolves once each shard's owner consumed this thread's queue up to `targets[shard]`. */
   async waitApplied(targets: readonly number[]): Promise<void> {
     for (let shard = 0; shard < targets.length; shard++) {
