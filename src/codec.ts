@@ -22,14 +22,18 @@
 import { Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
 import { MAX_SHARED_STRUCTURES, StructureRegistry } from './memory/structures.js';
+import { NOT_ENCODED, ShapeEncoder } from './shape-encoder.js';
 
 export class ShardCodec {
   private readonly packr: Packr;
+  /** The fast path for values of shared shapes (shape-encoder.ts); only with a registry. */
+  private readonly shapes: ShapeEncoder | undefined;
   /** Set when a decode had to load structures another thread saved (see decodeRange). */
   private loadedStructures = false;
 
   constructor(structures?: SharedArrayBuffer) {
     const registry = structures && new StructureRegistry(structures);
+    this.shapes = registry && new ShapeEncoder(registry);
     this.packr = new Packr({
       useRecords: true,
       mapsAsObjects: false,
@@ -52,10 +56,16 @@ export class ShardCodec {
   }
 
   /**
-   * Encodes a value. The result is a view on msgpackr's reusable buffer: valid
-   * until the next `encode` on this thread, so copy it before keeping it.
+   * Encodes a value. The result is a view on a reusable buffer (the shape
+   * encoder's or msgpackr's): valid until the next `encode` on this thread, so
+   * copy it before keeping it.
    */
   encode(value: unknown): Uint8Array {
+    const shapes = this.shapes;
+    if (shapes !== undefined) {
+      const length = shapes.encode(value);
+      if (length !== NOT_ENCODED) return shapes.bytes(length);
+    }
     let bytes: Buffer;
     try {
       bytes = this.packr.pack(value);

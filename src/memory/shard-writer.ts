@@ -49,6 +49,8 @@ const RECENT_DELETES = 65_536;
  * entry's worth of room found.
  */
 const ROOMY_SHARE = 0.75;
+/** Values up to this size are copied from the ring by a JS loop (see applySet). */
+const SHORT_COPY_BYTES = 64;
 
 export class ShardWriter extends ShardView {
   readonly arenaBytes: number;
@@ -224,7 +226,16 @@ export class ShardWriter extends ShardView {
       for (let j = 0; j < keyLength; j++) u8[at + E_KEY + j] = units[keyIndex + j]!;
     }
     const valueStart = ring.valueStart(offset);
-    ring.u8.copy(this.u8, at + E_KEY + keyBytes, valueStart, valueStart + valueLength);
+    const valueAt = at + E_KEY + keyBytes;
+    // A short value is copied by a JS loop: Buffer#copy's call into native
+    // code measured more than the copy itself (~15% of applying a ~30 B value).
+    if (valueLength <= SHORT_COPY_BYTES) {
+      const from = ring.u8;
+      const to = this.u8;
+      for (let j = 0; j < valueLength; j++) to[valueAt + j] = from[valueStart + j]!;
+    } else {
+      ring.u8.copy(this.u8, valueAt, valueStart, valueStart + valueLength);
+    }
     this.advanceHead(size);
     if (expires !== 0) i32[H_TTL_ENTRIES] = 1;
     if (dirty) i32[H_DIRTY]!++;

@@ -101,6 +101,11 @@ export class StructureRegistry {
     }
   }
 
+  /** How many structures are saved (a reader that knows this many knows them all). */
+  count(): number {
+    return Atomics.load(this.i32, W_COUNT);
+  }
+
   /** Whether another shape may still be shared (room for a shape of ordinary size). */
   hasRoom(): boolean {
     return !this.full && DATA + Atomics.load(this.i32, W_BYTES) + 1024 <= this.u8.length && Atomics.load(this.i32, W_COUNT) < MAX_SHARED_STRUCTURES;
