@@ -172,8 +172,8 @@ export class AtomicOperations {
 
   /** Whether a local write of `key` may not have reached Redis yet. */
   private mayBePending(key: string): boolean {
-    if (this.config.overlay.has(key)) return true;
     const hash = hashKey(key);
+    if (this.config.overlay.has(key, hash)) return true;
     const views = this.config.views;
     const view = views[shardOf(hash, views.length)]!;
     return view.read(key, hash, READ_CLOCK, this.scratch) !== NOT_FOUND && (view.foundFlags & FLAG_DIRTY) !== 0;

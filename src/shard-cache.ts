@@ -30,7 +30,7 @@ import { OP_CLEAR, OP_DELETE, OP_SET } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
 import { createNearCache, freezeIfShareable, type NearCache } from './near-cache.js';
 import { FLUSH_TIMEOUT_MS, resolveTtl, validateTimeout, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
-import { Overlay } from './overlay.js';
+import { NOT_QUEUED, Overlay } from './overlay.js';
 import type { OwnerPool } from './owner-pool.js';
 import { checkForCodec } from './redis/redis-codec.js';
 import type { TierAccess } from './redis/redis-tier.js';
@@ -266,12 +266,13 @@ export class ShardCache extends EventEmitter {
   private readShared(key: string, checkNear: boolean): unknown {
     if (this.isClosed) throw closedError();
     checkKey(key);
+    const hash = hashKey(key);
     if (this.overlay.size !== 0) {
-      const queued = this.overlay.pending(key);
-      if (queued !== undefined) {
+      const queued = this.overlay.pending(key, hash);
+      if (queued !== NOT_QUEUED) {
         const value = this.overlay.read(queued);
         this.threadStats[value === undefined ? T_MISSES : T_HITS]!++;
-        if (this.countsReads) this.countRead(key);
+        if (this.countsReads) this.views[shardOf(hash, this.shardCount)]!.sketch?.increment(hash);
         return value;
       }
     }
@@ -283,7 +284,6 @@ export class ShardCache extends EventEmitter {
         return value;
       }
     }
-    const hash = hashKey(key);
     const shard = shardOf(hash, this.shardCount);
     const view = this.views[shard]!;
     const length = view.read(key, hash, READ_CLOCK, this.scratch);
@@ -304,21 +304,15 @@ export class ShardCache extends EventEmitter {
     return value;
   }
 
-  /** Counts a read served from the overlay into the key's shard sketch, as `get` counts the others. */
-  private countRead(key: string): void {
-    const hash = hashKey(key);
-    this.views[shardOf(hash, this.shardCount)]!.sketch?.increment(hash);
-  }
-
   /** Whether a live (unexpired) entry exists for `key`. Not counted as a read for admission (like lru-cache's has, which leaves recency alone). */
   has(key: string): boolean {
     if (this.isClosed) throw closedError();
     checkKey(key);
-    if (this.overlay.size !== 0) {
-      const queued = this.overlay.pending(key);
-      if (queued !== undefined) return this.overlay.isLive(queued);
-    }
     const hash = hashKey(key);
+    if (this.overlay.size !== 0) {
+      const queued = this.overlay.pending(key, hash);
+      if (queued !== NOT_QUEUED) return this.overlay.isLive(queued);
+    }
     return this.views[shardOf(hash, this.shardCount)]!.has(key, hash, READ_CLOCK);
   }
 

@@ -71,7 +71,7 @@ export class WritePath {
   write(op: number, key: string, hash: number, bytes: Uint8Array | undefined, expires: number, overlay: Overlay | undefined, spare = 0): void {
     const shard = shardOf(hash, this.producers.length);
     const offset = this.enqueue(shard, op, key, hash, bytes, expires, spare, false);
-    overlay?.record(key, shard, offset, this.lastEnd);
+    overlay?.record(key, hash, shard, offset, this.lastEnd);
   }
 
   /**

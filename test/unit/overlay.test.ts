@@ -133,6 +133,33 @@ describe('read-your-writes overlay (manual owner)', () => {
     expect(writer.size).toBe(1);
   });
 
+  it('thousands of unapplied writes, some applied midway, each read back as the last one written', () => {
+    // Far more keys than the overlay's first table holds: it compacts and grows while writes are queued.
+    const expected = new Map<string, number | undefined>();
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 1500; i++) {
+        const key = `k${(i * 7 + round * 500) % 2500}`;
+        if (i % 11 === round) {
+          writer.delete(key);
+          expected.set(key, undefined);
+        } else {
+          writer.set(key, { n: i, round });
+          expected.set(key, i * 10 + round);
+        }
+      }
+      for (const [key, n] of expected) {
+        const value = writer.get(key) as { n: number; round: number } | undefined;
+        expect(value === undefined ? undefined : value.n * 10 + value.round, key).toBe(n);
+        expect(writer.has(key)).toBe(n !== undefined);
+      }
+      // The reader sees only what the owner applied.
+      if (round === 1) {
+        owner.applyAll();
+        for (const [key, n] of expected) expect(reader.has(key)).toBe(n !== undefined);
+      }
+    }
+  });
+
   it('the last queued write wins, whatever mix of sets and deletes came before', () => {
     writer.set('k', 1);
     writer.set('k', 2);
