@@ -16,7 +16,9 @@
  * writes were applied. Applied entries are dropped in bulk: `clear` once the
  * owners have applied everything (visiting only the slots in use), and a
  * compaction into a second table once half the slots are taken, which keeps
- * the unapplied entries and grows both tables if those fill a quarter.
+ * the unapplied entries and grows both tables if those fill a quarter. A
+ * table grown for a burst halves at each later clear that finds it mostly
+ * unused, so its memory follows the writes in flight.
  */
 import type { ShardCodec } from './codec.js';
 import { OP_FILL, OP_PUT, OP_SET, R_TAIL, type RingProducer } from './memory/write-queue.js';
@@ -149,8 +151,16 @@ export class Overlay {
     this.compact();
   }
 
+  /** Forgets every write: only once the owners applied them all. */
   clear(): void {
-    this.table.clear();
+    const table = this.table;
+    // A table grown for a burst shrinks back, by half at each clear that finds it mostly unused.
+    if (table.slots > INITIAL_SLOTS && table.used * 8 < table.slots) {
+      this.table = new QueuedWrites(table.slots >>> 1);
+      this.spare = new QueuedWrites(table.slots >>> 1);
+      return;
+    }
+    table.clear();
   }
 
   private applied(slot: number): boolean {

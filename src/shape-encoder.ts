@@ -234,7 +234,8 @@ export class ShapeEncoder {
 
   /** Adds the structures other encodes (msgpackr's, any thread's) saved since the last call. */
   private learnStructures(): void {
-    const structures = this.registry.load();
+    // Only the new ones: a cache that keeps meeting new shapes would otherwise copy every known one each time.
+    const structures = this.registry.parsed();
     for (let id = this.known; id < structures.length; id++) {
       let node = this.root;
       for (const key of structures[id]!) {

@@ -57,6 +57,11 @@ export class StructureRegistry {
 
   /** The structures saved so far, by id (a fresh array: msgpackr keeps and marks it). */
   load(): Structure[] {
+    return this.parsed().map((keys) => keys.slice());
+  }
+
+  /** The structures saved so far, by id, parsing only the new ones: this thread's own list, not to be changed. */
+  parsed(): readonly Structure[] {
     const count = Atomics.load(this.i32, W_COUNT);
     while (this.loaded.length < count) {
       const at = DATA + this.loadedBytes;
@@ -64,7 +69,7 @@ export class StructureRegistry {
       this.loaded.push(JSON.parse(this.u8.toString('utf8', at + 4, at + 4 + length)) as Structure);
       this.loadedBytes += 4 + length;
     }
-    return this.loaded.map((keys) => keys.slice());
+    return this.loaded;
   }
 
   /**

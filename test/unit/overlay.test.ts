@@ -158,6 +158,16 @@ describe('read-your-writes overlay (manual owner)', () => {
         for (const [key, n] of expected) expect(reader.has(key)).toBe(n !== undefined);
       }
     }
+    // Once everything is applied, the grown table is emptied and shrinks over the next clears: writes still show.
+    owner.applyAll();
+    for (let i = 0; i < 12; i++) {
+      writer.set('after', { i });
+      expect(writer.get('after')).toEqual({ i });
+      owner.applyAll();
+      expect(writer.get('after')).toEqual({ i });
+      expect(reader.get('after')).toEqual({ i });
+    }
+    for (const [key, n] of expected) expect(writer.has(key)).toBe(n !== undefined);
   });
 
   it('the last queued write wins, whatever mix of sets and deletes came before', () => {
