@@ -11,9 +11,9 @@
  *
  * The map is an open-addressing table keyed by the key's hash, in typed
  * arrays, with one slot per key: recording a write stores three numbers and
- * allocates nothing. A Map with an object per write measured ~120 ns a `set`
- * (a third of it), most of it garbage that a steady load promoted before the
- * writes were applied. Applied entries are dropped in bulk: `clear` once the
+ * allocates nothing. A Map with an object per write was garbage that a
+ * steady load promoted before the writes were applied, and measured 30–110 ns
+ * more a `set` (1000 sets over 100k random keys: 410–492 against ~380 ns). Applied entries are dropped in bulk: `clear` once the
  * owners have applied everything (visiting only the slots in use), and a
  * compaction into a second table once half the slots are taken, which keeps
  * the unapplied entries and grows both tables if those fill a quarter. A
