@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { encode } from '../../dist/src/codec.js';
 import { hashKey } from '../../dist/src/hash.js';
 import {
-  E_FLAGS, F_SETS, FLAG_DIRTY, H_DIRTY, H_ENTRIES, H_INDEX_OFFSET, H_SEQ, H_SLOTS, HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK,
+  E_FLAGS, E_HASH, F_SETS, FLAG_DIRTY, H_DIRTY, H_ENTRIES, H_INDEX_OFFSET, H_SEQ, H_SLOTS, HEADER_BYTES, MAX_LOAD, SLOT_WORDS, STRIPE_MASK,
   createShardBuffer, entryBytes, largestValueFor, shardGeometry,
 } from '../../dist/src/memory/layout.js';
 import { repairShard } from '../../dist/src/memory/shard-writer.js';
@@ -55,6 +55,27 @@ describe('ShardWriter: set, overwrite, delete, clear', () => {
     expect(h.entries).toBe(1);
     expect(h.arenaUsed).toBe(usedBefore + entryBytes(1, 7)); // appended, never written in place
     expect(h.counters().sets).toBe(2);
+    expectHealthy(h);
+  });
+
+  it('marks an entry dead (hash 0) once no slot points at it, and no live entry', () => {
+    const h = new Harness(createShardBuffer(256 * KiB));
+    const i32 = h.view.i32;
+    const entryOf = (key: string): number => {
+      h.touch(key);
+      return i32[h.view.slotBase + h.view.foundSlot * SLOT_WORDS + 1]!;
+    };
+    h.set('k', 'first');
+    h.set('j', 'other');
+    const first = entryOf('k');
+    h.set('k', 'second');
+    const second = entryOf('k');
+    expect(i32[(first + E_HASH) >> 2]).toBe(0);
+    expect(i32[(second + E_HASH) >> 2]).toBe(hashKey('k'));
+    h.delete('k');
+    expect(i32[(second + E_HASH) >> 2]).toBe(0);
+    expect(i32[(entryOf('j') + E_HASH) >> 2]).toBe(hashKey('j'));
+    expect(h.get('j')).toBe('other');
     expectHealthy(h);
   });
 
