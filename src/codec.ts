@@ -61,13 +61,14 @@ export class ShardCodec {
    * copy it before keeping it.
    */
   encode(value: unknown): Uint8Array {
-    const shapes = this.shapes;
-    if (shapes !== undefined) {
-      const length = shapes.encode(value);
-      if (length !== NOT_ENCODED) return shapes.bytes(length);
-    }
     let bytes: Buffer;
     try {
+      // Inside the try too: a getter or a Proxy trap may throw on either path.
+      const shapes = this.shapes;
+      if (shapes !== undefined) {
+        const length = shapes.encode(value);
+        if (length !== NOT_ENCODED) return shapes.bytes(length);
+      }
       bytes = this.packr.pack(value);
     } catch (cause) {
       throw new ShardCacheError(

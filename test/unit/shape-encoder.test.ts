@@ -84,6 +84,15 @@ describe('shape encoder', () => {
     }
   });
 
+  it('refuses a value whose getter throws with ERR_UNSERIALIZABLE, on the fast path too', () => {
+    const codec = new ShardCodec(createStructureRegistry());
+    codec.encode({ a: 1, b: 2 }); // the shape is shared: the next value of it takes the fast path
+    const value = { a: 1, get b(): number { throw new Error('no b'); } };
+    expect(() => codec.encode(value)).toThrow(expect.objectContaining({ code: 'ERR_UNSERIALIZABLE' }));
+    const fine = Buffer.from(codec.encode({ a: 3, b: 4 }));
+    expect(codec.decodeRange(fine, 0, fine.length)).toEqual({ a: 3, b: 4 });
+  });
+
   it('learns shapes other codecs on the registry shared, and encodes them as those ids', () => {
     const registry = createStructureRegistry();
     const other = new ShardCodec(registry);
