@@ -11,6 +11,8 @@
  * a Map, undefined, a value too large for the scratch buffer) makes `encode`
  * answer NOT_ENCODED, and the codec hands the whole value to msgpackr, which
  * also shares new shapes; the next value of that shape then takes this path.
+ * A value given up midway costs the work done so far (up to SCRATCH_BYTES
+ * written) and has had the getters met so far read twice.
  *
  * Shapes are found by walking a tree of the structures' key lists with the
  * object's own keys in for…in order (msgpackr's order too), so a value is
