@@ -13,15 +13,17 @@
  * arrays, with one slot per key: recording a write stores three numbers and
  * allocates nothing. A Map with an object per write was garbage that a
  * steady load promoted before the writes were applied, and measured 30–110 ns
- * more a `set` (1000 sets over 100k random keys: 410–492 against ~380 ns). Applied entries are dropped in bulk: `clear` once the
- * owners have applied everything (visiting only the slots in use), and a
- * compaction into a second table once half the slots are taken, which keeps
- * the unapplied entries and grows both tables if those fill a quarter. A
- * table grown for a burst halves at each later clear that finds it mostly
- * unused, so its memory follows the writes in flight.
+ * more a `set` (1000 sets over 100k random keys: 410–492 against ~380 ns).
+ *
+ * Applied entries are dropped in bulk: `clear` once the owners have applied
+ * everything (visiting only the slots in use), and `sweep`, a compaction into
+ * a second table once half the slots are taken, which keeps the unapplied
+ * entries and grows both tables if those fill a quarter. A table grown for a
+ * burst halves at each later clear that finds it mostly unused, so its memory
+ * follows the writes in flight.
  */
 import type { ShardCodec } from './codec.js';
-import { OP_FILL, OP_PUT, OP_SET, R_TAIL, type RingProducer } from './memory/write-queue.js';
+import { OP_FILL, OP_PUT, OP_SET, R_TAIL, tailReached, type RingProducer } from './memory/write-queue.js';
 
 /** What `pending` answers when the key has no unapplied write. */
 export const NOT_QUEUED = -1;
@@ -110,7 +112,7 @@ export class Overlay {
   /** Remembers the record of `key` just queued: at `offset` in `shard`'s ring, ending at `end`. */
   record(key: string, hash: number, shard: number, offset: number, end: number): void {
     // Compacting first keeps `used` under half the slots: probes stay short and `occupied` never overflows.
-    if (this.table.used >= this.table.slots >>> 1) this.compact();
+    if (this.table.used >= this.table.slots >>> 1) this.sweep();
     this.table.put(key, hash, shard, offset, end);
   }
 
@@ -146,11 +148,6 @@ export class Overlay {
     return expires === 0 || expires - staleMs > Date.now();
   }
 
-  /** Forgets every applied write. */
-  sweep(): void {
-    this.compact();
-  }
-
   /** Forgets every write: only once the owners applied them all. */
   clear(): void {
     const table = this.table;
@@ -168,17 +165,16 @@ export class Overlay {
   }
 
   /**
-   * Moves the unapplied writes into the spare table and swaps the two. Each
-   * key has one slot, so nothing needs merging; the tails are loaded once.
+   * Forgets every applied write: moves the unapplied ones into the spare
+   * table and swaps the two. Each key has one slot, so nothing needs merging;
+   * the tails are loaded once.
    */
-  private compact(): void {
+  sweep(): void {
     const from = this.table;
     const tails = this.producers.map((producer) => Atomics.load(producer.i32, R_TAIL));
+    const unapplied = (i: number): boolean => !tailReached(tails[from.shards[i]!]!, from.ends[i]!);
     let live = 0;
-    for (let j = 0; j < from.used; j++) {
-      const i = from.occupied[j]!;
-      if (((tails[from.shards[i]!]! - from.ends[i]!) | 0) < 0) live++;
-    }
+    for (let j = 0; j < from.used; j++) if (unapplied(from.occupied[j]!)) live++;
     let to = this.spare;
     if (live * 4 > from.slots) {
       to = new QueuedWrites(from.slots * 2);
@@ -188,7 +184,7 @@ export class Overlay {
     }
     for (let j = 0; j < from.used; j++) {
       const i = from.occupied[j]!;
-      if (((tails[from.shards[i]!]! - from.ends[i]!) | 0) < 0) to.put(from.keys[i]!, from.hashes[i]!, from.shards[i]!, from.offsets[i]!, from.ends[i]!);
+      if (unapplied(i)) to.put(from.keys[i]!, from.hashes[i]!, from.shards[i]!, from.offsets[i]!, from.ends[i]!);
     }
     from.clear();
     this.table = to;

@@ -62,7 +62,7 @@ export class StructureRegistry {
 
   /** The structures saved so far, by id, parsing only the new ones: this thread's own list, not to be changed. */
   parsed(): readonly Structure[] {
-    const count = Atomics.load(this.i32, W_COUNT);
+    const count = this.count();
     while (this.loaded.length < count) {
       const at = DATA + this.loadedBytes;
       const length = this.u8.readUInt32LE(at);
@@ -113,7 +113,7 @@ export class StructureRegistry {
 
   /** Whether another shape may still be shared (room for a shape of ordinary size). */
   hasRoom(): boolean {
-    return !this.full && DATA + Atomics.load(this.i32, W_BYTES) + 1024 <= this.u8.length && Atomics.load(this.i32, W_COUNT) < MAX_SHARED_STRUCTURES;
+    return !this.full && DATA + Atomics.load(this.i32, W_BYTES) + 1024 <= this.u8.length && this.count() < MAX_SHARED_STRUCTURES;
   }
 
   /** The append lock: held for a few microseconds, so a short wait suffices. */

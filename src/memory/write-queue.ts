@@ -100,7 +100,7 @@ export class Ring {
 
   /** Whether every byte written before `pos` was consumed. */
   consumedThrough(pos: number): boolean {
-    return ((Atomics.load(this.i32, R_TAIL) - pos) | 0) >= 0;
+    return tailReached(Atomics.load(this.i32, R_TAIL), pos);
   }
 
   get head(): number {
@@ -151,6 +151,11 @@ export class Ring {
     const k = this.keyIndex(offset);
     return String.fromCharCode.apply(null, this.u16.subarray(k, k + this.keyLength(offset)) as unknown as number[]);
   }
+}
+
+/** Whether a ring's tail, as loaded, has reached position `pos` (positions wrap at 2^32: compared by their difference). */
+export function tailReached(tail: number, pos: number): boolean {
+  return ((tail - pos) | 0) >= 0;
 }
 
 export function recordBytes(keyLength: number, valueLength: number): number {
