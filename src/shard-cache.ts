@@ -299,7 +299,7 @@ export class ShardCache extends EventEmitter {
     const value = this.codec.decodeRange(this.scratch.buffer, 0, length);
     // Frozen whether or not the near cache takes it now, so a caller never
     // sees one read of a key mutable and the next frozen.
-    if (near !== undefined && freezeIfShareable(value) && near.admit(hash)) near.set(key, value, shard, view);
+    if (near !== undefined && freezeIfShareable(value) && near.admit(hash)) near.set(key, hash, value, shard, view);
     this.threadStats[T_HITS]!++;
     return value;
   }

@@ -53,8 +53,7 @@ export class ShardView {
   foundFreshUntil = 0;
   foundLength = 0;
   foundFlags = 0;
-  /** Int32 index of the found key's stripe version, and the (even) version the read was validated at. */
-  foundStripe = 0;
+  /** The (even) version of the found key's stripe the read was validated at. */
   foundVersion = 0;
   /** Entry offset that `probe` matched, already bounds-checked by `keyAt`, and where its value starts. */
   probedOffset = 0;
@@ -115,7 +114,6 @@ export class ShardView {
       }
       scratch.copyFrom(this, start, length);
       if (!readValid(i32, stripe, version)) continue;
-      this.foundStripe = stripe;
       this.foundVersion = version;
       this.foundSlot = slot;
       this.foundSeq = seq;

@@ -87,7 +87,8 @@ describe('freezeIfShareable', () => {
 
 describe('NearCache', () => {
   // A real shard's view; the test plays the reader (found* fields) and the
-  // owner (stripe versions, slot seqs) by hand.
+  // owner (stripe versions, slot seqs) by hand. Key number n has hash n, so
+  // it lives in stripe n and slot n.
   function setup(max: number) {
     const view = new ShardView(createShardBuffer(256 * 1024));
     const near = createNearCache(max, [view])!;
@@ -95,12 +96,11 @@ describe('NearCache', () => {
     const put = (key: string, value: unknown, n: number, expires = 0) => {
       view.foundSlot = n;
       view.foundSeq = 100 + n;
-      view.foundStripe = stripeOf(n);
       view.foundVersion = Atomics.load(view.i32, stripeOf(n));
       view.foundExpires = expires;
       view.foundFreshUntil = expires;
       view.i32[view.slotBase + n * SLOT_WORDS + 2] = 100 + n; // the slot holds that write
-      near.set(key, value, 0, view);
+      near.set(key, n, value, 0, view); // hash n: stripe n
     };
     return { view, near, put, stripeOf };
   }
@@ -159,5 +159,38 @@ describe('NearCache', () => {
     expect(near.admit(0x1234)).toBe(true);
     near.clear();
     expect(near.admit(0x1234)).toBe(false);
+  });
+
+  it('once full, admits a key that missed only if it was read more often lately than the victim', () => {
+    const { near, put } = setup(4);
+    const keys = ['a', 'b', 'c', 'd'];
+    keys.forEach((key, i) => put(key, key, i + 1));
+    for (let round = 0; round < 400; round++) for (const key of keys) expect(near.get(key)).toBe(key);
+    // Missed a few times (a second miss is all the doorkeeper asks while ids
+    // are free), against keys read 400 times each: refused, and nothing is
+    // evicted for it.
+    for (let miss = 0; miss < 3; miss++) expect(near.admit(5)).toBe(false);
+    expect(near.size).toBe(4);
+    for (const key of keys) expect(near.get(key)).toBe(key);
+    // Missed again and again while the others go unread: the sketch ages them and lets it in.
+    let admitted = false;
+    for (let miss = 0; miss < 2000 && !admitted; miss++) admitted = near.admit(5);
+    expect(admitted).toBe(true);
+    put('e', 'e', 5);
+    expect(near.size).toBe(4);
+    expect(near.get('e')).toBe('e');
+    expect(keys.filter((key) => near.get(key) === key)).toHaveLength(3);
+  });
+
+  it('samples accesses at random, so keys read in a fixed rotation are counted alike', () => {
+    const { near, put } = setup(16);
+    const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+    keys.forEach((key, i) => put(key, key, i + 1));
+    for (let round = 0; round < 100; round++) for (const key of keys) near.get(key);
+    // ~100 of the 800 hits are counted: every key about 12 times (a counter
+    // saturates at 15). Every eighth access instead would count one key each
+    // time and the other seven never.
+    const sketch = (near as unknown as { sketch: { frequency(hash: number): number } }).sketch;
+    for (let i = 1; i <= 8; i++) expect(sketch.frequency(i)).toBeGreaterThanOrEqual(4);
   });
 });
