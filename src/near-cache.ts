@@ -47,12 +47,13 @@ import type { ShardView } from './memory/shard-view.js';
  * more than the misses themselves. With the sketch, ~700 were, and misses
  * fell from 9.9% to 7.3% of reads.
  *
- * The sketch counts about one access in SAMPLE_MASK + 1, hits and misses
- * alike (the same sampling on both sides keeps the comparison fair), so a hit
- * pays for a sketch update only one time in eight. The accesses counted are
- * drawn at random, not every eighth: a loop over eight hot keys would
- * otherwise have one of them counted every time and the other seven never. It
- * ages (halves) after AGE_AFTER sampled accesses per id.
+ * The sketch counts about one access in SAMPLE_GAP, hits and misses alike
+ * (the same sampling on both sides keeps the comparison fair), so a hit pays
+ * for a sketch update only one time in eight, and only once the near cache is
+ * full (before, nothing asks the sketch). The gaps between counted accesses
+ * are random, not a fixed eight: a loop over eight hot keys would otherwise
+ * have one of them counted every time and the other seven never. It ages
+ * (halves) after AGE_AFTER sampled accesses per id.
  */
 // Record words (Int32 index id * RECORD_INTS + …); expiresAt is the Float64 at id * 4 + R_EXPIRES_F64.
 const RECORD_INTS = 8;
@@ -65,10 +66,11 @@ const R_VERSION = 4;
 const R_REFERENCED = 5;
 const R_EXPIRES_F64 = 3; // Int32 words 6 and 7
 /**
- * One access in SAMPLE_MASK + 1, drawn at random, is counted in the sketch; a
- * hit so drawn also marks the key used in the shard, for the owner's CLOCK.
+ * About one access in SAMPLE_GAP (random gaps of 1 to 2 * SAMPLE_GAP - 1) is
+ * sampled: counted in the sketch, and a hit so sampled also marks the key
+ * used in the shard, for the owner's CLOCK.
  */
-const SAMPLE_MASK = 7;
+const SAMPLE_GAP = 8;
 /** Sampled accesses per id after which the sketch halves (Caffeine ages at ten per entry). */
 const AGE_AFTER = 10;
 /** Int32 index of stripe 0's version in a shard (layout.ts). */
@@ -101,7 +103,9 @@ export class NearCache {
   private readonly free: number[] = [];
   private used = 0;
   private hand = 0;
-  /** The sampling draw: xorshift32 state, any non-zero start. */
+  /** Accesses left until the next sampled one. */
+  private untilSample = SAMPLE_GAP;
+  /** xorshift32 state for the gaps, any non-zero start. */
   private draw = 0x9e3779b9;
   private readonly sketch: CountMinSketch;
   /** Accesses counted in the sketch since it last aged. */
@@ -147,29 +151,34 @@ export class NearCache {
     const expires = this.recordsF64[id * 4 + R_EXPIRES_F64]!;
     if (expires !== 0 && expires <= Date.now()) return this.drop(key, id);
     records[r + R_REFERENCED] = 1;
-    if (this.sampleDrawn()) this.sampleHit(shard, records[r + R_SLOT]!, hash);
+    if (--this.untilSample === 0) this.sampleHit(shard, records[r + R_SLOT]!, hash);
     return this.values[id];
   }
 
   /**
-   * One hit in SAMPLE_MASK + 1: counted here, and the key marked used for the
-   * owner's CLOCK (and counted in the shard's sketch with maxEntries). Not on
-   * every hit: the slot is likely a cache miss, and a hot key is hit often
-   * enough.
+   * A sampled hit: counted here once the near cache is full, and the key
+   * marked used for the owner's CLOCK (and counted in the shard's sketch with
+   * maxEntries). Not on every hit: the slot is likely a cache miss, and a hot
+   * key is hit often enough.
    */
   private sampleHit(shard: number, slot: number, hash: number): void {
-    this.count(hash);
-    this.views[shard]!.touchSampled(slot, SAMPLE_MASK + 1);
+    this.nextSample();
+    if (this.isFull()) this.count(hash);
+    this.views[shard]!.touchSampled(slot, SAMPLE_GAP);
   }
 
-  /** Whether this access is one of the sampled (a xorshift32 step, a few ns). */
-  private sampleDrawn(): boolean {
+  /** Draws the gap to the next sampled access (xorshift32). */
+  private nextSample(): void {
     let x = this.draw;
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
     this.draw = x;
-    return (x & SAMPLE_MASK) === 0;
+    this.untilSample = 1 + ((x >>> 0) % (2 * SAMPLE_GAP - 1));
+  }
+
+  private isFull(): boolean {
+    return this.free.length === 0 && this.used === this.capacity;
   }
 
   private count(hash: number): void {
@@ -183,15 +192,16 @@ export class NearCache {
   /**
    * Whether a key that missed should be cached now: while ids are free, if it
    * missed twice (see `seen`); after that, if it beats the victim (see the
-   * class comment). `hash` is the key's hashKey. Counts the miss.
+   * class comment). `hash` is the key's hashKey. Counts the miss if sampled.
    */
   admit(hash: number): boolean {
-    if (this.sampleDrawn()) this.count(hash);
-    if (this.free.length === 0 && this.used === this.capacity) {
-      const victim = this.victim();
-      return this.sketch.frequency(hash) > this.sketch.frequency(this.records[victim * RECORD_INTS + R_HASH]!);
+    if (!this.isFull()) return this.secondMiss(hash);
+    if (--this.untilSample === 0) {
+      this.nextSample();
+      this.count(hash);
     }
-    return this.secondMiss(hash);
+    const victim = this.victim();
+    return this.sketch.frequency(hash) > this.sketch.frequency(this.records[victim * RECORD_INTS + R_HASH]!);
   }
 
   private secondMiss(hash: number): boolean {

@@ -183,14 +183,14 @@ describe('NearCache', () => {
   });
 
   it('samples accesses at random, so keys read in a fixed rotation are counted alike', () => {
-    const { near, put } = setup(16);
+    const { near, put } = setup(8);
     const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
     keys.forEach((key, i) => put(key, key, i + 1));
-    for (let round = 0; round < 100; round++) for (const key of keys) near.get(key);
-    // ~100 of the 800 hits are counted: every key about 12 times (a counter
-    // saturates at 15). Every eighth access instead would count one key each
-    // time and the other seven never.
+    for (let round = 0; round < 60; round++) for (const key of keys) near.get(key);
+    // Full, so hits are counted: ~60 of the 480 (fewer than make the sketch
+    // age), every key about 7 times. Every eighth access instead would count
+    // one key each time and the other seven never.
     const sketch = (near as unknown as { sketch: { frequency(hash: number): number } }).sketch;
-    for (let i = 1; i <= 8; i++) expect(sketch.frequency(i)).toBeGreaterThanOrEqual(4);
+    for (let i = 1; i <= 8; i++) expect(sketch.frequency(i)).toBeGreaterThanOrEqual(2);
   });
 });
