@@ -14,9 +14,9 @@
  * stored time.
  *
  * A cached value is shared by every `get` on this thread, so it must be
- * immutable: plain objects and arrays are deep-frozen; values holding Buffers,
- * typed arrays, Maps, Sets or Dates (which freezing does not protect) are not
- * near-cached and are decoded afresh on every `get`.
+ * immutable: plain objects and arrays are deep-frozen (freeze.ts); values
+ * holding Buffers, typed arrays, Maps, Sets or Dates (which freezing does not
+ * protect) are not near-cached and are decoded afresh on every `get`.
  */
 import { CountMinSketch } from './memory/count-min-sketch.js';
 import { HEADER_BYTES, STRIPE_MASK, sketchBytesFor } from './memory/layout.js';
@@ -290,52 +290,4 @@ export class NearCache {
 
 export function createNearCache(max: number, views: readonly ShardView[]): NearCache | undefined {
   return max > 0 ? new NearCache(max, views) : undefined;
-}
-
-/** Deep-freezes `value` if every part of it can be made immutable. Returns whether it did. */
-export function freezeIfShareable(value: unknown): boolean {
-  if (value === null || typeof value !== 'object') return true;
-  // Check everything before freezing anything: a value that turns out not to
-  // be shareable is returned to the caller untouched.
-  if (!isPlain(value, 0)) return false;
-  deepFreeze(value);
-  return true;
-}
-
-const MAX_DEPTH = 32;
-
-function isPlain(value: object, depth: number): boolean {
-  if (depth > MAX_DEPTH) return false;
-  const proto = Object.getPrototypeOf(value);
-  // Arrays by index: for-in over an array makes a string per index, and
-  // measured three times the cost of the whole check for a small object.
-  if (Array.isArray(value)) {
-    if (proto !== Array.prototype) return false;
-    for (let i = 0; i < value.length; i++) {
-      const item: unknown = value[i];
-      if (item !== null && typeof item === 'object' && !isPlain(item, depth + 1)) return false;
-    }
-    return true;
-  }
-  if (proto !== Object.prototype && proto !== null) return false;
-  for (const k in value) {
-    const item: unknown = (value as Record<string, unknown>)[k];
-    if (item !== null && typeof item === 'object' && !isPlain(item, depth + 1)) return false;
-  }
-  return true;
-}
-
-function deepFreeze(value: object): void {
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const item: unknown = value[i];
-      if (item !== null && typeof item === 'object') deepFreeze(item);
-    }
-  } else {
-    for (const k in value) {
-      const item: unknown = (value as Record<string, unknown>)[k];
-      if (item !== null && typeof item === 'object') deepFreeze(item);
-    }
-  }
-  Object.freeze(value);
 }

@@ -2,7 +2,8 @@
 // every `get` on a thread, so freezeIfShareable must make them immutable, or
 // refuse them (and then leave them untouched).
 import { describe, expect, it } from 'vitest';
-import { createNearCache, freezeIfShareable } from '../../dist/src/near-cache.js';
+import { freezeIfShareable } from '../../dist/src/freeze.js';
+import { createNearCache } from '../../dist/src/near-cache.js';
 import { HEADER_BYTES, SLOT_WORDS, createShardBuffer } from '../../dist/src/memory/layout.js';
 import { ShardView } from '../../dist/src/memory/shard-view.js';
 
