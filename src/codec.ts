@@ -22,18 +22,25 @@
 import { Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
 import { MAX_SHARED_STRUCTURES, StructureRegistry } from './memory/structures.js';
+import { freezeIfShareable } from './freeze.js';
+import { NOT_DECODED, ShapeDecoder } from './shape-decoder.js';
 import { NOT_ENCODED, ShapeEncoder } from './shape-encoder.js';
 
 export class ShardCodec {
   private readonly packr: Packr;
   /** The fast path for values of shared shapes (shape-encoder.ts); only with a registry. */
   private readonly shapes: ShapeEncoder | undefined;
+  /** Its counterpart for decoding (shape-decoder.ts). */
+  private readonly shapeReader: ShapeDecoder | undefined;
+  /** Whether the value the last `decodeShareable` returned is deep-frozen (see there). */
+  shareable = false;
   /** Set when a decode had to load structures another thread saved (see decodeRange). */
   private loadedStructures = false;
 
   constructor(structures?: SharedArrayBuffer) {
     const registry = structures && new StructureRegistry(structures);
     this.shapes = registry && new ShapeEncoder(registry);
+    this.shapeReader = registry && new ShapeDecoder(registry);
     this.packr = new Packr({
       useRecords: true,
       mapsAsObjects: false,
@@ -92,6 +99,35 @@ export class ShardCodec {
    * than decoding a view.
    */
   decodeRange(bytes: Uint8Array, start: number, end: number): unknown {
+    const shapes = this.shapeReader;
+    if (shapes !== undefined) {
+      const value = shapes.decode(bytes, start, end, false);
+      if (value !== NOT_DECODED) return value;
+    }
+    return this.unpack(bytes, start, end);
+  }
+
+  /**
+   * Decodes bytes[start, end) for a near cache: deep-frozen where it can be
+   * (freeze.ts), and `shareable` says whether it is. A value of shared shapes
+   * is frozen as the shape decoder builds it; any other is decoded by
+   * msgpackr, then checked and frozen.
+   */
+  decodeShareable(bytes: Uint8Array, start: number, end: number): unknown {
+    const shapes = this.shapeReader;
+    if (shapes !== undefined) {
+      const frozen = shapes.decode(bytes, start, end, true);
+      if (frozen !== NOT_DECODED) {
+        this.shareable = true;
+        return frozen;
+      }
+    }
+    const value = this.unpack(bytes, start, end);
+    this.shareable = freezeIfShareable(value);
+    return value;
+  }
+
+  private unpack(bytes: Uint8Array, start: number, end: number): unknown {
     this.loadedStructures = false;
     const value = start === 0 ? this.packr.unpack(bytes, end) : this.packr.unpack(bytes.subarray(start, end));
     // msgpackr finishes a decode that loaded structures from a private copy of

@@ -28,7 +28,6 @@ import { MAX_KEY_LENGTH, MAX_STALE_SECONDS } from './memory/layout.js';
 import { NOT_FOUND, READ_CLOCK, Scratch, type ShardView } from './memory/shard-view.js';
 import { OP_CLEAR, OP_DELETE, OP_SET } from './memory/write-queue.js';
 import type { CacheHandle } from './messages.js';
-import { freezeIfShareable } from './freeze.js';
 import { createNearCache, type NearCache } from './near-cache.js';
 import { FLUSH_TIMEOUT_MS, resolveTtl, validateTimeout, type ResolvedCoreOptions, type ShardCacheOptions } from './options.js';
 import { NOT_QUEUED, Overlay } from './overlay.js';
@@ -297,10 +296,15 @@ export class ShardCache extends EventEmitter {
       return undefined;
     }
     view.touch(view.foundSlot);
-    const value = this.codec.decodeRange(this.scratch.buffer, 0, length);
+    if (near === undefined) {
+      const value = this.codec.decodeRange(this.scratch.buffer, 0, length);
+      this.threadStats[T_HITS]!++;
+      return value;
+    }
     // Frozen whether or not the near cache takes it now, so a caller never
     // sees one read of a key mutable and the next frozen.
-    if (near !== undefined && freezeIfShareable(value) && near.admit(hash)) near.set(key, hash, value, shard, view);
+    const value = this.codec.decodeShareable(this.scratch.buffer, 0, length);
+    if (this.codec.shareable && near.admit(hash)) near.set(key, hash, value, shard, view);
     this.threadStats[T_HITS]!++;
     return value;
   }
