@@ -21,8 +21,15 @@
  * entries and grows both tables if those fill a quarter. A table grown for a
  * burst halves at each later clear that finds it mostly unused, so its memory
  * follows the writes in flight.
+ *
+ * Recording a write drops the key from this thread's near cache. A key with
+ * a write in the overlay then never has a near-cache entry (one is made only
+ * from a shard read, which a read of such a key never reaches), so `get` can
+ * serve a near-cache hit without looking here first: under a steady trickle
+ * of writes the overlay is rarely empty, and every read took the long way.
  */
 import type { ShardCodec } from './codec.js';
+import type { NearCache } from './near-cache.js';
 import { OP_FILL, OP_PUT, OP_SET, R_TAIL, tailReached, type RingProducer } from './memory/write-queue.js';
 
 /** What `pending` answers when the key has no unapplied write. */
@@ -98,10 +105,12 @@ export class Overlay {
   private table = new QueuedWrites(INITIAL_SLOTS);
   /** Empty, the size of `table`: what compaction copies into. */
   private spare = new QueuedWrites(INITIAL_SLOTS);
+  private readonly near: NearCache | undefined;
 
-  constructor(producers: readonly RingProducer[], codec: ShardCodec) {
+  constructor(producers: readonly RingProducer[], codec: ShardCodec, near: NearCache | undefined) {
     this.producers = producers;
     this.codec = codec;
+    this.near = near;
   }
 
   /** Keys recorded since the last clear or compaction (applied or not): 0 means no write to look for. */
@@ -114,6 +123,7 @@ export class Overlay {
     // Compacting first keeps `used` under half the slots: probes stay short and `occupied` never overflows.
     if (this.table.used >= this.table.slots >>> 1) this.sweep();
     this.table.put(key, hash, shard, offset, end);
+    this.near?.delete(key);
   }
 
   /** The slot of `key`'s unapplied write (for `read` and `isLive`, before the next `record`), or NOT_QUEUED. */

@@ -106,14 +106,14 @@ export class ShardCache extends EventEmitter {
     this.shardCount = views.length;
     this.writes = writes;
     const codec = (this.codec = parts.codec);
-    this.overlay = new Overlay(writes.producers, codec);
+    this.near = createNearCache(handle.options.nearCache, views);
+    this.overlay = new Overlay(writes.producers, codec, this.near);
     this.pool = parts.pool;
     this.tier = tier;
     this.producer = parts.producer;
     this.control = new Int32Array(handle.control);
     this.controlF64 = new Float64Array(handle.control);
     this.threadStats = takeThreadSlot(this.control);
-    this.near = createNearCache(handle.options.nearCache, views);
     this.countsReads = views[0]?.sketch !== undefined;
     const overlay = this.overlay;
     const atomics = (this.atomics = new AtomicOperations({ target: this, tier, locks: handle.locks, views, writes, overlay, codec }));
@@ -238,21 +238,18 @@ export class ShardCache extends EventEmitter {
   get(key: string): unknown {
     // The near-cache hit comes first and checks nothing else: only a valid key
     // is ever cached, and close() empties the near cache, so a bad key or a
-    // closed cache always reaches readShared and its checks. Queued writes of
-    // this thread must win over the near cache, so a non-empty overlay goes
-    // the long way too, unless the owners have applied all of it by now (a
-    // load per shard): under a steady trickle of writes the overlay is rarely
-    // empty otherwise, and every get would take the long way.
+    // closed cache always reaches readShared and its checks. A key this
+    // thread queued a write of is never in the near cache (overlay.ts), so
+    // the queued write wins without being looked for here.
     const near = this.near;
-    if (near !== undefined && (this.overlay.size === 0 || this.overlayApplied())) {
+    if (near !== undefined) {
       const value = near.get(key);
       if (value !== undefined) {
         this.threadStats[T_HITS]!++;
         return value;
       }
-      return this.readShared(key, false);
     }
-    return this.readShared(key, true);
+    return this.readShared(key);
   }
 
   /** Empties the overlay if every write in it is applied; returns whether it did. */
@@ -262,12 +259,13 @@ export class ShardCache extends EventEmitter {
     return true;
   }
 
-  /** get past the near cache: this thread's queued write, else the shard. `checkNear`: the near cache was not asked yet. */
-  private readShared(key: string, checkNear: boolean): unknown {
+  /** get past the near cache: this thread's queued write, else the shard. */
+  private readShared(key: string): unknown {
     if (this.isClosed) throw closedError();
     checkKey(key);
     const hash = hashKey(key);
-    if (this.overlay.size !== 0) {
+    // Emptied first if the owners applied all of it by now (a load per shard), so it is not probed for nothing.
+    if (this.overlay.size !== 0 && !this.overlayApplied()) {
       const queued = this.overlay.pending(key, hash);
       if (queued !== NOT_QUEUED) {
         const value = this.overlay.read(queued);
@@ -277,13 +275,6 @@ export class ShardCache extends EventEmitter {
       }
     }
     const near = this.near;
-    if (checkNear && near !== undefined) {
-      const value = near.get(key);
-      if (value !== undefined) {
-        this.threadStats[T_HITS]!++;
-        return value;
-      }
-    }
     const shard = shardOf(hash, this.shardCount);
     const view = this.views[shard]!;
     const length = view.read(key, hash, READ_CLOCK, this.scratch);
@@ -304,7 +295,7 @@ export class ShardCache extends EventEmitter {
     // Frozen whether or not the near cache takes it now, so a caller never
     // sees one read of a key mutable and the next frozen.
     const value = this.codec.decodeShareable(this.scratch.buffer, 0, length);
-    if (this.codec.shareable && near.admit(hash)) near.set(key, hash, value, shard, view);
+    if (this.codec.shareable && near.admit(key, hash)) near.set(key, hash, value, shard, view);
     this.threadStats[T_HITS]!++;
     return value;
   }

@@ -151,15 +151,36 @@ describe('NearCache', () => {
   });
   it('admits a key that missed on its second miss, and forgets first misses after as many as it holds', () => {
     const { near } = setup(4);
-    expect(near.admit(0x1234)).toBe(false);
-    expect(near.admit(0x1234)).toBe(true);
-    expect(near.admit(0x1234)).toBe(true);
+    expect(near.admit('x', 0x1234)).toBe(false);
+    expect(near.admit('x', 0x1234)).toBe(true);
+    expect(near.admit('x', 0x1234)).toBe(true);
     // Three more first misses: the fourth since the last reset clears every mark.
-    for (const hash of [1, 2, 3]) expect(near.admit(hash)).toBe(false);
-    expect(near.admit(0x1234)).toBe(false);
-    expect(near.admit(0x1234)).toBe(true);
+    for (const hash of [1, 2, 3]) expect(near.admit(`k${hash}`, hash)).toBe(false);
+    expect(near.admit('x', 0x1234)).toBe(false);
+    expect(near.admit('x', 0x1234)).toBe(true);
     near.clear();
-    expect(near.admit(0x1234)).toBe(false);
+    expect(near.admit('x', 0x1234)).toBe(false);
+  });
+
+  it('keeps the id of a dropped entry for its key, and gives it to a new key when the hand comes by', () => {
+    const { near, put } = setup(4);
+    ['a', 'b', 'c', 'd'].forEach((key, i) => put(key, key, i + 1));
+    const ids = (near as unknown as { ids: Map<string, number> }).ids;
+    near.delete('b');
+    expect(near.get('b')).toBeUndefined();
+    expect(near.size).toBe(3);
+    expect(ids.has('b')).toBe(true); // no Map delete and insert for a key that comes back
+    // Its own id again: admitted at once, evicting no one.
+    expect(near.admit('b', 2)).toBe(true);
+    put('b', 'b again', 2);
+    expect([near.get('a'), near.get('b'), near.get('c'), near.get('d')]).toEqual(['a', 'b again', 'c', 'd']);
+    // Dropped entries are the hand's first victims, whatever their reads.
+    near.delete('c');
+    expect(near.admit('e', 5)).toBe(true);
+    put('e', 'e', 5);
+    expect(ids.has('c')).toBe(false);
+    expect(near.size).toBe(4);
+    expect([near.get('a'), near.get('b'), near.get('d'), near.get('e')]).toEqual(['a', 'b again', 'd', 'e']);
   });
 
   it('once full, admits a key that missed only if it was read more often lately than the victim', () => {
@@ -170,12 +191,12 @@ describe('NearCache', () => {
     // Missed a few times (a second miss is all the doorkeeper asks while ids
     // are free), against keys read 400 times each: refused, and nothing is
     // evicted for it.
-    for (let miss = 0; miss < 3; miss++) expect(near.admit(5)).toBe(false);
+    for (let miss = 0; miss < 3; miss++) expect(near.admit('e', 5)).toBe(false);
     expect(near.size).toBe(4);
     for (const key of keys) expect(near.get(key)).toBe(key);
     // Missed again and again while the others go unread: the sketch ages them and lets it in.
     let admitted = false;
-    for (let miss = 0; miss < 2000 && !admitted; miss++) admitted = near.admit(5);
+    for (let miss = 0; miss < 2000 && !admitted; miss++) admitted = near.admit('e', 5);
     expect(admitted).toBe(true);
     put('e', 'e', 5);
     expect(near.size).toBe(4);

@@ -170,6 +170,26 @@ describe('read-your-writes overlay (manual owner)', () => {
     for (const [key, n] of expected) expect(writer.has(key)).toBe(n !== undefined);
   });
 
+  it('a key in its near cache, written again by the thread, reads back the new write at once', () => {
+    writer.set('k', { v: 1 });
+    owner.applyAll();
+    // Two reads from the shard: the second keeps the value in the writer's near cache.
+    expect(writer.get('k')).toEqual({ v: 1 });
+    expect(writer.get('k')).toEqual({ v: 1 });
+    const near = (writer as unknown as { near: { size: number } }).near;
+    expect(near.size).toBe(1);
+    writer.set('k', { v: 2 });
+    expect(owner.queued()).toBe(true);
+    expect(near.size).toBe(0);
+    expect(writer.get('k')).toEqual({ v: 2 });
+    expect(writer.delete('k')).toBe(true);
+    expect(writer.get('k')).toBeUndefined();
+    expect(reader.get('k')).toEqual({ v: 1 });
+    owner.applyAll();
+    expect(writer.get('k')).toBeUndefined();
+    expect(reader.get('k')).toBeUndefined();
+  });
+
   it('the last queued write wins, whatever mix of sets and deletes came before', () => {
     writer.set('k', 1);
     writer.set('k', 2);
