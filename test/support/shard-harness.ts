@@ -10,12 +10,12 @@ import { hashKey, homeSlot } from '../../dist/src/hash.js';
 import {
   E_HASH, E_KEY, E_KEY_LENGTH, E_SEQ, E_SIZE, KEY_LENGTH_MASK, KEY_WIDE, F_DELETES, F_EVICTIONS, F_EXPIRATIONS, F_SETS,
   H_ARENA_BYTES, H_ARENA_HEAD, H_ARENA_OFFSET, H_ARENA_TAIL, H_ARENA_USED, H_ENTRIES, H_INDEX_OFFSET,
-  H_SLOTS, HEADER_BYTES, SLOT_BYTES, SLOT_WORDS, STRIPES,
+  H_SLOTS, H_WRITE_GENERATION, HEADER_BYTES, SLOT_BYTES, SLOT_WORDS, STRIPES,
 } from '../../dist/src/memory/layout.js';
 import { NOT_FOUND, Scratch, ShardView } from '../../dist/src/memory/shard-view.js';
 import { ShardWriter, repairShard } from '../../dist/src/memory/shard-writer.js';
 import {
-  OP_CLEAR, OP_DELETE, OP_SET, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
+  OP_CLEAR, OP_DELETE, OP_FILL, OP_SET, RECORD_HEADER_BYTES, RingConsumer, RingProducer, createRing, recordBytes,
 } from '../../dist/src/memory/write-queue.js';
 
 const STRIPE_BASE = HEADER_BYTES >> 2;
@@ -76,6 +76,21 @@ export class Harness {
 
   clear(): void {
     this.push(OP_CLEAR, '', 0, undefined, 0);
+  }
+
+  /** A value read from Redis when the shard's write generation was `readAt` (see fillStamp in fetcher.ts). */
+  fill(key: string, value: unknown, readAt: number): void {
+    const bytes = encode(value);
+    const offset = this.producer.tryReserve(recordBytes(key.length, bytes.length));
+    if (offset < 0) throw new Error('harness ring is full');
+    this.producer.writeRecord(offset, OP_FILL, hashKey(key), key, bytes, 0, readAt);
+    this.producer.publish();
+    this.drain();
+  }
+
+  /** The stamp a FILL read now would carry: the shard's write generation. */
+  get generation(): number {
+    return new Int32Array(this.sab)[H_WRITE_GENERATION]!;
   }
 
   /** Queues one record and lets the "owner" apply everything queued. */

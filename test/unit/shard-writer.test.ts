@@ -148,6 +148,48 @@ describe('ShardWriter: set, overwrite, delete, clear', () => {
   });
 });
 
+describe('ShardWriter: a value read from Redis (FILL) never brings back a later delete', () => {
+  it('refuses a fill older than the key\'s delete, takes a newer one or one of a key never deleted', () => {
+    const h = new Harness(createShardBuffer(256 * KiB));
+    h.set('k', 'old');
+    const readBefore = h.generation;
+    h.delete('k');
+    h.fill('k', 'old', readBefore);
+    expect(h.has('k')).toBe(false);
+    h.fill('k', 'new', h.generation);
+    expect(h.get('k')).toBe('new');
+    h.fill('other', 'o', readBefore);
+    expect(h.get('other')).toBe('o');
+  });
+
+  it('remembers the latest delete of a key deleted again, over more deletes than it keeps', () => {
+    const h = new Harness(createShardBuffer(1024 * KiB));
+    const kept = 65_536; // RECENT_DELETES
+    h.set('hot', 1);
+    h.delete('hot');
+    for (let i = 0; i < 100; i++) h.delete(`d${i}`);
+    h.set('hot', 2);
+    const readBetween = h.generation;
+    h.delete('hot'); // the delete a fill read at readBetween must lose to
+    // 50 deletes past the window: hot's first delete has left it, its second has not.
+    for (let i = 100; i < 100 + kept - 52; i++) h.delete(`d${i}`);
+    h.fill('hot', 'stale', readBetween);
+    expect(h.has('hot')).toBe(false);
+    h.set('later', 1);
+    h.fill('d5', 'fresh', h.generation);
+    expect(h.get('d5')).toBe('fresh');
+    // Far past the window: hot's delete is forgotten too, and a fill read before
+    // the last forgotten delete is refused outright, whatever its key.
+    for (let i = 0; i < kept; i++) h.delete(`e${i}`);
+    h.fill('hot', 'stale', readBetween);
+    h.fill('never-deleted', 'stale', readBetween);
+    expect(h.has('hot') || h.has('never-deleted')).toBe(false);
+    h.set('later', 2);
+    h.fill('hot', 'fresh', h.generation);
+    expect(h.get('hot')).toBe('fresh');
+  });
+});
+
 describe('ShardView: copying a value out', () => {
   it('returns every byte of values of every length, whatever the alignment their key leaves them at', () => {
     // Values are copied as Int32 words up to 128 bytes and natively past it;
