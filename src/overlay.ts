@@ -22,14 +22,15 @@
  * burst halves at each later clear that finds it mostly unused, so its memory
  * follows the writes in flight.
  *
- * Recording a write drops the key from this thread's near cache. A key with
- * a write in the overlay then never has a near-cache entry (one is made only
- * from a shard read, which a read of such a key never reaches), so `get` can
- * serve a near-cache hit without looking here first: under a steady trickle
- * of writes the overlay is rarely empty, and every read took the long way.
+ * `queuedStripes` marks, per shard, the stripes of the keys in the table: the
+ * near cache (near-cache.ts) serves a hit only for a key whose stripe is not
+ * marked, so `get` need not look here first. Under a steady trickle of
+ * writes the overlay is rarely empty, and every read took the long way while
+ * it was not; a mark costs a hit one load, and a write one store (dropping
+ * the key from the near cache instead cost each write a Map lookup).
  */
 import type { ShardCodec } from './codec.js';
-import type { NearCache } from './near-cache.js';
+import { STRIPES, STRIPE_MASK } from './memory/layout.js';
 import { OP_FILL, OP_PUT, OP_SET, R_TAIL, tailReached, type RingProducer } from './memory/write-queue.js';
 
 /** What `pending` answers when the key has no unapplied write. */
@@ -105,12 +106,13 @@ export class Overlay {
   private table = new QueuedWrites(INITIAL_SLOTS);
   /** Empty, the size of `table`: what compaction copies into. */
   private spare = new QueuedWrites(INITIAL_SLOTS);
-  private readonly near: NearCache | undefined;
+  /** Per shard, 1 for each stripe that may hold a key of the table (see the file head). */
+  readonly queuedStripes: readonly Uint8Array[];
 
-  constructor(producers: readonly RingProducer[], codec: ShardCodec, near: NearCache | undefined) {
+  constructor(producers: readonly RingProducer[], codec: ShardCodec) {
     this.producers = producers;
     this.codec = codec;
-    this.near = near;
+    this.queuedStripes = producers.map(() => new Uint8Array(STRIPES));
   }
 
   /** Keys recorded since the last clear or compaction (applied or not): 0 means no write to look for. */
@@ -123,7 +125,7 @@ export class Overlay {
     // Compacting first keeps `used` under half the slots: probes stay short and `occupied` never overflows.
     if (this.table.used >= this.table.slots >>> 1) this.sweep();
     this.table.put(key, hash, shard, offset, end);
-    this.near?.delete(key);
+    this.queuedStripes[shard]![hash & STRIPE_MASK] = 1;
   }
 
   /** The slot of `key`'s unapplied write (for `read` and `isLive`, before the next `record`), or NOT_QUEUED. */
@@ -161,6 +163,7 @@ export class Overlay {
   /** Forgets every write: only once the owners applied them all. */
   clear(): void {
     const table = this.table;
+    this.unmark(table);
     // A table grown for a burst shrinks back, by half at each clear that finds it mostly unused.
     if (table.slots > INITIAL_SLOTS && table.used * 8 < table.slots) {
       this.table = new QueuedWrites(table.slots >>> 1);
@@ -168,6 +171,14 @@ export class Overlay {
       return;
     }
     table.clear();
+  }
+
+  /** Clears the stripe marks of `table`'s keys (it is about to be emptied). */
+  private unmark(table: QueuedWrites): void {
+    for (let j = 0; j < table.used; j++) {
+      const i = table.occupied[j]!;
+      this.queuedStripes[table.shards[i]!]![table.hashes[i]! & STRIPE_MASK] = 0;
+    }
   }
 
   private applied(slot: number): boolean {
@@ -192,9 +203,12 @@ export class Overlay {
     } else {
       this.spare = from;
     }
+    this.unmark(from);
     for (let j = 0; j < from.used; j++) {
       const i = from.occupied[j]!;
-      if (unapplied(i)) to.put(from.keys[i]!, from.hashes[i]!, from.shards[i]!, from.offsets[i]!, from.ends[i]!);
+      if (!unapplied(i)) continue;
+      to.put(from.keys[i]!, from.hashes[i]!, from.shards[i]!, from.offsets[i]!, from.ends[i]!);
+      this.queuedStripes[from.shards[i]!]![from.hashes[i]! & STRIPE_MASK] = 1;
     }
     from.clear();
     this.table = to;

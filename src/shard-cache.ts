@@ -106,8 +106,8 @@ export class ShardCache extends EventEmitter {
     this.shardCount = views.length;
     this.writes = writes;
     const codec = (this.codec = parts.codec);
-    this.near = createNearCache(handle.options.nearCache, views);
-    this.overlay = new Overlay(writes.producers, codec, this.near);
+    this.overlay = new Overlay(writes.producers, codec);
+    this.near = createNearCache(handle.options.nearCache, views, this.overlay.queuedStripes);
     this.pool = parts.pool;
     this.tier = tier;
     this.producer = parts.producer;
@@ -238,9 +238,9 @@ export class ShardCache extends EventEmitter {
   get(key: string): unknown {
     // The near-cache hit comes first and checks nothing else: only a valid key
     // is ever cached, and close() empties the near cache, so a bad key or a
-    // closed cache always reaches readShared and its checks. A key this
-    // thread queued a write of is never in the near cache (overlay.ts), so
-    // the queued write wins without being looked for here.
+    // closed cache always reaches readShared and its checks. The near cache
+    // serves no key of a stripe this thread has queued writes to (overlay.ts),
+    // so a queued write wins without being looked for here.
     const near = this.near;
     if (near !== undefined) {
       const value = near.get(key);

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { freezeIfShareable } from '../../dist/src/freeze.js';
 import { createNearCache } from '../../dist/src/near-cache.js';
-import { HEADER_BYTES, SLOT_WORDS, createShardBuffer } from '../../dist/src/memory/layout.js';
+import { HEADER_BYTES, SLOT_WORDS, STRIPES, createShardBuffer } from '../../dist/src/memory/layout.js';
 import { ShardView } from '../../dist/src/memory/shard-view.js';
 
 function isDeepFrozen(value: unknown): boolean {
@@ -92,8 +92,14 @@ describe('NearCache', () => {
   // it lives in stripe n and slot n.
   function setup(max: number) {
     const view = new ShardView(createShardBuffer(256 * 1024));
-    const near = createNearCache(max, [view])!;
+    const queued = new Uint8Array(STRIPES); // the overlay's marks, set by hand here
+    const near = createNearCache(max, [view], [queued])!;
     const stripeOf = (n: number) => (HEADER_BYTES >> 2) + n;
+    // What the owner does when it writes key n again: a new seq in its slot, its stripe's version bumped.
+    const rewrite = (n: number) => {
+      view.i32[view.slotBase + n * SLOT_WORDS + 2] = 900 + n;
+      Atomics.add(view.i32, stripeOf(n), 2);
+    };
     const put = (key: string, value: unknown, n: number, expires = 0) => {
       view.foundSlot = n;
       view.foundSeq = 100 + n;
@@ -103,11 +109,11 @@ describe('NearCache', () => {
       view.i32[view.slotBase + n * SLOT_WORDS + 2] = 100 + n; // the slot holds that write
       near.set(key, n, value, 0, view); // hash n: stripe n
     };
-    return { view, near, put, stripeOf };
+    return { view, near, put, stripeOf, rewrite, queued };
   }
 
   it('is off at 0 and an LRU bounded to its size otherwise', () => {
-    expect(createNearCache(0, [])).toBeUndefined();
+    expect(createNearCache(0, [], [])).toBeUndefined();
     const { near, put } = setup(3);
     put('a', 1, 1);
     put('b', 2, 2);
@@ -129,6 +135,17 @@ describe('NearCache', () => {
     view.i32[view.slotBase + 5 * SLOT_WORDS + 2] = 999; // k itself was written again
     expect(near.get('k')).toBeUndefined();
     expect(near.size).toBe(0);
+  });
+
+  it('serves no key of a stripe this thread has queued writes to', () => {
+    const { near, put, queued } = setup(10);
+    put('k', 'v', 5);
+    put('neighbour', 'n', 6);
+    queued[5] = 1;
+    expect(near.get('k')).toBeUndefined();
+    expect(near.get('neighbour')).toBe('n');
+    queued[5] = 0;
+    expect(near.get('k')).toBe('v');
   });
 
   it('drops an expired value', () => {
@@ -163,10 +180,10 @@ describe('NearCache', () => {
   });
 
   it('keeps the id of a dropped entry for its key, and gives it to a new key when the hand comes by', () => {
-    const { near, put } = setup(4);
+    const { near, put, rewrite } = setup(4);
     ['a', 'b', 'c', 'd'].forEach((key, i) => put(key, key, i + 1));
     const ids = (near as unknown as { ids: Map<string, number> }).ids;
-    near.delete('b');
+    rewrite(2); // b written again: its cached value is dropped on the next read
     expect(near.get('b')).toBeUndefined();
     expect(near.size).toBe(3);
     expect(ids.has('b')).toBe(true); // no Map delete and insert for a key that comes back
@@ -175,7 +192,8 @@ describe('NearCache', () => {
     put('b', 'b again', 2);
     expect([near.get('a'), near.get('b'), near.get('c'), near.get('d')]).toEqual(['a', 'b again', 'c', 'd']);
     // Dropped entries are the hand's first victims, whatever their reads.
-    near.delete('c');
+    rewrite(3);
+    expect(near.get('c')).toBeUndefined();
     expect(near.admit('e', 5)).toBe(true);
     put('e', 'e', 5);
     expect(ids.has('c')).toBe(false);
