@@ -21,8 +21,8 @@
  */
 import { Packr } from 'msgpackr';
 import { ShardCacheError } from './errors.js';
-import { MAX_SHARED_STRUCTURES, StructureRegistry } from './memory/structures.js';
 import { freezeIfShareable } from './freeze.js';
+import { MAX_SHARED_STRUCTURES, StructureRegistry } from './memory/structures.js';
 import { NOT_DECODED, ShapeDecoder } from './shape-decoder.js';
 import { NOT_ENCODED, ShapeEncoder } from './shape-encoder.js';
 

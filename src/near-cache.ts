@@ -91,12 +91,13 @@ export class NearCache {
   /**
    * The doorkeeper, while ids are left: one bit per hash bucket, set when a
    * key missed the near cache for the first time; only a key that misses
-   * again while its bit is set is cached. Bits are cleared once `capacity` of them have been set, so
-   * "again" means "within about as many distinct misses as the near cache
-   * holds". A key read once (a Zipf tail, a scan) then costs a decode that dies
-   * young instead of an insert that evicts a hot value and survives into the
-   * old generation: with 2 million keys at 100k gets/s, inserting every miss
-   * made the collector's time 10x lru-cache's.
+   * again while its bit is set is cached. Bits are cleared once `capacity` of
+   * them have been set, so "again" means "within about as many distinct
+   * misses as the near cache holds". A key read once (a Zipf tail, a scan)
+   * then costs a decode that dies young instead of an insert that evicts a
+   * hot value and survives into the old generation: with 2 million keys at
+   * 100k gets/s, inserting every miss made the collector's time 10x
+   * lru-cache's.
    */
   private readonly seen: Int32Array;
   private readonly seenMask: number;
@@ -200,7 +201,7 @@ export class NearCache {
   /**
    * Whether `key`, which missed, should be cached now: at once if its entry
    * was only dropped (its id is still its own, so caching it evicts nothing);
-   * while ids are free, if it missed twice (see `seen`); after that, if it
+   * while ids are left, if it missed twice (see `seen`); after that, if it
    * beats the victim, or the victim was dropped (see the class comment).
    * `hash` is the key's hashKey. Counts the miss if sampled.
    */

@@ -30,6 +30,8 @@ const RECORD_BASE = 0x40;
 const TWO_BYTE_RECORDS = 0x60;
 /** Strings up to this length are made by a String.fromCharCode call with one argument per byte. */
 const MAX_INLINE_STRING = 32;
+/** Deeper nesting goes to msgpackr: the shape encoder writes no deeper, and the stack stays bounded. */
+const MAX_DEPTH = 64;
 
 const fromCharCode = String.fromCharCode;
 
@@ -41,13 +43,14 @@ type StringReader = (src: Uint8Array, at: number) => string | undefined;
 export class ShapeDecoder {
   private readonly registry: StructureRegistry;
   /** One reader per structure id, made the first time the id is met. */
-  private readonly readers: (ShapeReader | null | undefined)[] = [];
-  private readonly frozenReaders: (ShapeReader | null | undefined)[] = [];
+  private readonly readers: (ShapeReader | undefined)[] = [];
+  private readonly frozenReaders: (ShapeReader | undefined)[] = [];
   private src: Uint8Array = new Uint8Array(0);
   private position = 0;
   private end = 0;
   private failed = false;
   private frozen = false;
+  private depth = 0;
   /** A float64's big-endian bytes are copied here and read back through `float`. */
   private readonly floatBytes = new Uint8Array(8);
   private readonly float = new DataView(this.floatBytes.buffer);
@@ -63,6 +66,7 @@ export class ShapeDecoder {
     this.end = end;
     this.failed = false;
     this.frozen = frozen;
+    this.depth = 0;
     const value = this.read();
     return this.failed || this.position !== end ? NOT_DECODED : value;
   }
@@ -133,7 +137,8 @@ export class ShapeDecoder {
 
   private string(length: number): string | undefined {
     const at = this.position;
-    if (at + length > this.end) return this.fail();
+    // Negated, so that a length read past the bytes (undefined, NaN) fails too.
+    if (!(at + length <= this.end)) return this.fail();
     this.position = at + length;
     if (length <= MAX_INLINE_STRING) {
       const text = (stringReaders[length] ??= stringReader(length))(this.src, at);
@@ -148,22 +153,27 @@ export class ShapeDecoder {
 
   private array(length: number): readonly unknown[] | undefined {
     // Each element takes a byte at least: a longer count is bad bytes, not a reason to allocate.
-    if (length > this.end - this.position) return this.fail();
+    if (!(length <= this.end - this.position) || ++this.depth > MAX_DEPTH) return this.fail();
     const array = new Array<unknown>(length);
     for (let i = 0; i < length; i++) array[i] = this.read();
+    this.depth--;
     return this.frozen ? Object.freeze(array) : array;
   }
 
   private record(index: number): Record<string, unknown> | undefined {
+    if (++this.depth > MAX_DEPTH) return this.fail();
     const readers = this.frozen ? this.frozenReaders : this.readers;
     let reader = readers[index];
-    if (reader === undefined) reader = readers[index] = this.makeReader(index);
-    // null: this thread does not know the id (yet), or the shape is one this decoder leaves to msgpackr.
-    if (reader === null) {
-      readers[index] = undefined; // asked again next time: the registry may have it by then
-      return this.fail();
+    if (reader === undefined) {
+      const made = this.makeReader(index);
+      // This thread does not know the id (yet; asked again next time, the
+      // registry may have it by then), or it is a shape left to msgpackr.
+      if (made === null) return this.fail();
+      reader = readers[index] = made;
     }
-    return reader(this);
+    const object = reader(this);
+    this.depth--;
+    return object;
   }
 
   private makeReader(index: number): ShapeReader | null {

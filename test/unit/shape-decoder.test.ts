@@ -112,6 +112,13 @@ describe('shape decoder', () => {
     expect(decoder.decode(longer, 0, longer.length, false)).toBe(NOT_DECODED);
     // An array count larger than the bytes left is refused before anything is allocated for it.
     expect(decoder.decode(Buffer.from([0xdc, 0xff, 0xff, 0x01]), 0, 4, false)).toBe(NOT_DECODED);
+    // Arrays nested deeper than the shape encoder ever writes: left to msgpackr, with the stack bounded.
+    const deep = Buffer.concat([Buffer.alloc(100_000, 0x91), Buffer.from([0x01])]);
+    expect(decoder.decode(deep, 0, deep.length, false)).toBe(NOT_DECODED);
+    const shallow = Buffer.concat([Buffer.alloc(40, 0x91), Buffer.from([0x01])]);
+    let expected: unknown = 1;
+    for (let i = 0; i < 40; i++) expected = [expected];
+    expect(decoder.decode(shallow, 0, shallow.length, false)).toStrictEqual(expected);
   });
 
   it('finds shapes other codecs shared later, ids of one and of two bytes, and gives up on an id no one saved', () => {
