@@ -165,6 +165,26 @@ describe('KeyvShardCache', () => {
       expect(seen).toEqual([['c', 'C2'], ['a', 'A'], ['b', 'B']]);
     });
 
+    it('a key deleted and written again, over and over, is cleared and iterated as its last write says', async () => {
+      const { keyv } = keyvOn(new KeyvShardCache({ cache }), { namespace: 'churn' });
+      for (let i = 0; i < 50; i++) await keyv.set(`k${i}`, i);
+      for (let round = 0; round < 300; round++) {
+        await keyv.set('hot', round);
+        await keyv.delete('hot');
+        await keyv.set('warm', round);
+      }
+      await keyv.delete('k1');
+      // Written again outside Keyv after its delete: not this store's to clear.
+      cache.set('churn:hot', 'someone else');
+      const seen: unknown[] = [];
+      for await (const entry of keyv.iterator!(undefined)) seen.push(entry[0]);
+      expect(seen).toEqual([...Array.from({ length: 50 }, (_, i) => `k${i}`).filter((k) => k !== 'k1'), 'warm']);
+      await keyv.clear();
+      expect(cache.get('churn:k0')).toBeUndefined();
+      expect(cache.get('churn:warm')).toBeUndefined();
+      expect(cache.get('churn:hot')).toBe('someone else');
+    });
+
     it("cannot see keys other threads' stores wrote (the documented limit)", async () => {
       const pool = new Piscina({ filename: new URL('./fixtures/keyv-task.mjs', import.meta.url).href, minThreads: 1, maxThreads: 1 });
       cleanup.add(() => pool.destroy());
