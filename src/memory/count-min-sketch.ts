@@ -53,6 +53,31 @@ export class CountMinSketch {
     if (c3 === min) t[i3] = t[i3]! + (1 << s3);
   }
 
+  /**
+   * Counts `times` occurrences at once (conservative update: each counter
+   * rises to the key's estimate plus `times`, if below it, saturating at 15),
+   * for a reader that reports one access in `times`.
+   */
+  addTimes(hash: number, times: number): void {
+    const t = this.table;
+    const h = spread(hash);
+    const base = (h & this.blockMask) * BLOCK_WORDS;
+    const g = choose(hash);
+    const i0 = base + (g & 3), s0 = ((g >>> 2) & 7) * 4;
+    const i1 = base + 4 + ((g >>> 8) & 3), s1 = ((g >>> 10) & 7) * 4;
+    const i2 = base + 8 + ((g >>> 16) & 3), s2 = ((g >>> 18) & 7) * 4;
+    const i3 = base + 12 + ((g >>> 24) & 3), s3 = ((g >>> 26) & 7) * 4;
+    const c0 = (t[i0]! >>> s0) & 15, c1 = (t[i1]! >>> s1) & 15, c2 = (t[i2]! >>> s2) & 15, c3 = (t[i3]! >>> s3) & 15;
+    let min = c0 < c1 ? c0 : c1;
+    if (c2 < min) min = c2;
+    if (c3 < min) min = c3;
+    const target = min + times > 15 ? 15 : min + times;
+    if (c0 < target) t[i0] = t[i0]! + ((target - c0) << s0);
+    if (c1 < target) t[i1] = t[i1]! + ((target - c1) << s1);
+    if (c2 < target) t[i2] = t[i2]! + ((target - c2) << s2);
+    if (c3 < target) t[i3] = t[i3]! + ((target - c3) << s3);
+  }
+
   /** The key's estimated count since the last `halve`, from 0 to 15. */
   frequency(hash: number): number {
     const t = this.table;

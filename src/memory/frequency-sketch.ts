@@ -47,12 +47,12 @@ export class FrequencySketch extends CountMinSketch {
   }
 
   /**
-   * Counts `reads` reads of the key but bumps its counters once: for a near
-   * cache that reports one hit in `reads`, so the ageing clock still runs at
-   * the rate of reads.
+   * Counts `reads` reads of the key at once: for a near cache that reports
+   * about one hit in `reads`, so its hot keys are not undercounted against
+   * keys read from the shard, and the ageing clock runs at the rate of reads.
    */
   incrementSampled(hash: number, reads: number): void {
-    this.add(hash);
+    this.addTimes(hash, reads);
     this.unpublished += reads;
     if (this.unpublished >= ACCESS_BATCH) this.publish();
   }
