@@ -27,8 +27,11 @@ export class CountMinSketch {
     this.blockMask = (table.length / BLOCK_WORDS) - 1;
   }
 
-  /** Counts one occurrence of the key with hash `hash`. */
-  add(hash: number): void {
+  /**
+   * Counts `times` occurrences of the key with hash `hash` (more than one for
+   * a reader that reports one access in `times`), saturating at 15.
+   */
+  add(hash: number, times = 1): void {
     const t = this.table;
     const h = spread(hash);
     const base = (h & this.blockMask) * BLOCK_WORDS;
@@ -42,35 +45,11 @@ export class CountMinSketch {
     let min = c0 < c1 ? c0 : c1;
     if (c2 < min) min = c2;
     if (c3 < min) min = c3;
-    if (min === 15) return;
-    // Conservative update: only the counters at the key's estimate grow. The
-    // others already count more than this key, so growing them would only
-    // inflate other keys' estimates; it also means fewer stores to a line
-    // other readers share.
-    if (c0 === min) t[i0] = t[i0]! + (1 << s0);
-    if (c1 === min) t[i1] = t[i1]! + (1 << s1);
-    if (c2 === min) t[i2] = t[i2]! + (1 << s2);
-    if (c3 === min) t[i3] = t[i3]! + (1 << s3);
-  }
-
-  /**
-   * Counts `times` occurrences at once (conservative update: each counter
-   * rises to the key's estimate plus `times`, if below it, saturating at 15),
-   * for a reader that reports one access in `times`.
-   */
-  addTimes(hash: number, times: number): void {
-    const t = this.table;
-    const h = spread(hash);
-    const base = (h & this.blockMask) * BLOCK_WORDS;
-    const g = choose(hash);
-    const i0 = base + (g & 3), s0 = ((g >>> 2) & 7) * 4;
-    const i1 = base + 4 + ((g >>> 8) & 3), s1 = ((g >>> 10) & 7) * 4;
-    const i2 = base + 8 + ((g >>> 16) & 3), s2 = ((g >>> 18) & 7) * 4;
-    const i3 = base + 12 + ((g >>> 24) & 3), s3 = ((g >>> 26) & 7) * 4;
-    const c0 = (t[i0]! >>> s0) & 15, c1 = (t[i1]! >>> s1) & 15, c2 = (t[i2]! >>> s2) & 15, c3 = (t[i3]! >>> s3) & 15;
-    let min = c0 < c1 ? c0 : c1;
-    if (c2 < min) min = c2;
-    if (c3 < min) min = c3;
+    // Conservative update: each counter rises to the key's estimate plus
+    // `times`, if below it (for one occurrence, only the counters at the
+    // estimate grow). The others already count more than this key, so growing
+    // them would only inflate other keys' estimates; it also means fewer
+    // stores to a line other readers share.
     const target = min + times > 15 ? 15 : min + times;
     if (c0 < target) t[i0] = t[i0]! + ((target - c0) << s0);
     if (c1 < target) t[i1] = t[i1]! + ((target - c1) << s1);

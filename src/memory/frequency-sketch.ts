@@ -52,7 +52,7 @@ export class FrequencySketch extends CountMinSketch {
    * keys read from the shard, and the ageing clock runs at the rate of reads.
    */
   incrementSampled(hash: number, reads: number): void {
-    this.addTimes(hash, reads);
+    this.add(hash, reads);
     this.unpublished += reads;
     if (this.unpublished >= ACCESS_BATCH) this.publish();
   }
