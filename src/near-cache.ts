@@ -21,6 +21,7 @@
 import { CountMinSketch } from './memory/count-min-sketch.js';
 import { HEADER_BYTES, STRIPE_MASK, sketchBytesFor } from './memory/layout.js';
 import type { ShardView } from './memory/shard-view.js';
+import { xorshift32 } from './random.js';
 
 /**
  * A Map from key to a small integer id, and what the check needs in one
@@ -176,13 +177,9 @@ export class NearCache {
     this.views[shard]!.touchSampled(slot, SAMPLE_GAP);
   }
 
-  /** Draws the gap to the next sampled access (xorshift32). */
+  /** Draws the gap to the next sampled access. */
   private nextSample(): void {
-    let x = this.draw;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.draw = x;
+    const x = (this.draw = xorshift32(this.draw));
     this.untilSample = 1 + ((x >>> 0) % (2 * SAMPLE_GAP - 1));
   }
 

@@ -56,6 +56,7 @@
  */
 import type { FrequencySketch } from './frequency-sketch.js';
 import { E_FLAGS, FLAG_DIRTY, H_ACCESSES, H_DIRTY, SLOT_WORDS } from './layout.js';
+import { xorshift32 } from '../random.js';
 
 export const NO_SLOT = -1;
 
@@ -345,12 +346,8 @@ export class EvictionPolicy {
     if (c > v) return true;
     if (c < WARM_FREQUENCY) return false;
     // xorshift32: cheap, and nothing here needs more than a coin with 128 sides.
-    let r = this.random;
-    r ^= r << 13;
-    r ^= r >>> 17;
-    r ^= r << 5;
-    this.random = r;
-    return (r & 127) === 0;
+    this.random = xorshift32(this.random);
+    return (this.random & 127) === 0;
   }
 
   /** An evicted key came back: the space that lost it grows (see "The window adapts" above). */
