@@ -22,12 +22,10 @@
  * key. Where code generation is disallowed, the keys are added one by one.
  */
 import type { StructureRegistry } from './memory/structures.js';
+import { RECORD_BASE, TWO_BYTE_RECORDS } from './shape-encoder.js';
 
 export const NOT_DECODED: unique symbol = Symbol('shardcache.notDecoded');
 
-/** First record id of shared structures (msgpackr: 0x40 + index); ids from 0x60 take two bytes. */
-const RECORD_BASE = 0x40;
-const TWO_BYTE_RECORDS = 0x60;
 /** Strings up to this length are made by a String.fromCharCode call with one argument per byte. */
 const MAX_INLINE_STRING = 32;
 /** Deeper nesting goes to msgpackr: the shape encoder writes no deeper, and the stack stays bounded. */

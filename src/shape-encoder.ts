@@ -37,8 +37,8 @@ const MAX_STRING = 255;
 /** Nesting this deep goes to msgpackr (which has its own limits and errors). */
 const MAX_DEPTH = 32;
 /** First record id of shared structures (msgpackr: 0x40 + index); ids from 0x60 take two bytes. */
-const RECORD_BASE = 0x40;
-const TWO_BYTE_RECORDS = 0x60;
+export const RECORD_BASE = 0x40;
+export const TWO_BYTE_RECORDS = 0x60;
 
 /** One step of the key-list tree: the structures whose key lists start with the keys walked so far. */
 interface ShapeNode {
