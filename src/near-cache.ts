@@ -295,14 +295,18 @@ export class NearCache {
       const id = this.hand;
       if (records[id * RECORD_INTS + R_REFERENCED] === 0 || this.values[id] === undefined) return id;
       records[id * RECORD_INTS + R_REFERENCED] = 0;
-      this.hand = id + 1 === this.capacity ? 0 : id + 1;
+      this.hand = this.after(id);
     }
+  }
+
+  private after(id: number): number {
+    return id + 1 === this.capacity ? 0 : id + 1;
   }
 
   /** Frees the victim's id and moves the hand past it. */
   private evict(): number {
     const id = this.victim();
-    this.hand = id + 1 === this.capacity ? 0 : id + 1;
+    this.hand = this.after(id);
     this.ids.delete(this.keys[id]!);
     if (this.values[id] === undefined) this.dead--;
     else this.values[id] = undefined;

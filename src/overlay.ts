@@ -125,7 +125,7 @@ export class Overlay {
     // Compacting first keeps `used` under half the slots: probes stay short and `occupied` never overflows.
     if (this.table.used >= this.table.slots >>> 1) this.sweep();
     this.table.put(key, hash, shard, offset, end);
-    this.queuedStripes[shard]![hash & STRIPE_MASK] = 1;
+    this.mark(shard, hash, 1);
   }
 
   /** The slot of `key`'s unapplied write (for `read` and `isLive`, before the next `record`), or NOT_QUEUED. */
@@ -177,8 +177,13 @@ export class Overlay {
   private unmark(table: QueuedWrites): void {
     for (let j = 0; j < table.used; j++) {
       const i = table.occupied[j]!;
-      this.queuedStripes[table.shards[i]!]![table.hashes[i]! & STRIPE_MASK] = 0;
+      this.mark(table.shards[i]!, table.hashes[i]!, 0);
     }
+  }
+
+  /** Sets (1) or clears (0) the mark of the stripe of the key with hash `hash` in `shard`. */
+  private mark(shard: number, hash: number, value: 0 | 1): void {
+    this.queuedStripes[shard]![hash & STRIPE_MASK] = value;
   }
 
   private applied(slot: number): boolean {
@@ -208,7 +213,7 @@ export class Overlay {
       const i = from.occupied[j]!;
       if (!unapplied(i)) continue;
       to.put(from.keys[i]!, from.hashes[i]!, from.shards[i]!, from.offsets[i]!, from.ends[i]!);
-      this.queuedStripes[from.shards[i]!]![from.hashes[i]! & STRIPE_MASK] = 1;
+      this.mark(from.shards[i]!, from.hashes[i]!, 1);
     }
     from.clear();
     this.table = to;
