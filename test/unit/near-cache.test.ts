@@ -137,6 +137,33 @@ describe('NearCache', () => {
     expect(near.size).toBe(0);
   });
 
+  it('checks a key against its own shard, whatever the other shards do', () => {
+    const views = [0, 1, 2].map(() => new ShardView(createShardBuffer(256 * 1024)));
+    const queued = views.map(() => new Uint8Array(STRIPES));
+    const near = createNearCache(4, views, queued)!;
+    const stripe = (HEADER_BYTES >> 2) + 7;
+    const view = views[2]!;
+    view.foundSlot = 7;
+    view.foundSeq = 107;
+    view.foundVersion = Atomics.load(view.i32, stripe);
+    view.foundFreshUntil = 0;
+    view.i32[view.slotBase + 7 * SLOT_WORDS + 2] = 107;
+    near.set('k', 7, 'v', 2, view); // shard 2, stripe 7
+    // The same stripe and slot of the other shards change: nothing of k's.
+    for (const other of [views[0]!, views[1]!]) {
+      Atomics.add(other.i32, stripe, 2);
+      other.i32[other.slotBase + 7 * SLOT_WORDS + 2] = 999;
+    }
+    queued[0]![7] = 1;
+    expect(near.get('k')).toBe('v');
+    queued[2]![7] = 1;
+    expect(near.get('k')).toBeUndefined();
+    queued[2]![7] = 0;
+    Atomics.add(view.i32, stripe, 2);
+    view.i32[view.slotBase + 7 * SLOT_WORDS + 2] = 999;
+    expect(near.get('k')).toBeUndefined();
+  });
+
   it('serves no key of a stripe this thread has queued writes to', () => {
     const { near, put, queued } = setup(10);
     put('k', 'v', 5);
